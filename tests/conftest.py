@@ -1,0 +1,19 @@
+"""Shared fixtures: `Code/` on the import path, and the offline corpus when it exists."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "Code"))
+
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture
+def corpus_dir() -> Path:
+    """The read-only real-text corpus beside the repository; CI always has it, a user's clone may not."""
+    if not (CORPUS / "wikitext-2" / "valid.txt").exists():
+        pytest.skip(f"real-text corpus not found at {CORPUS} (a fresh clone has no ../shared)")
+    return CORPUS
