@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The one launcher body. Thin scripts set their defaults (PRESET, RUN_NAME) and `source` this file.
+# It maps environment variables to train_related.py flags (defaults live in arguments.py, not here),
+# picks the launcher (deepspeed or torchrun), one node or many, GPUs or CPU ranks, and passes "$@" on.
+set -euo pipefail
+
+CODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TRAIN="${TRAIN_SCRIPT:-$CODE_DIR/train_related.py}"
+
+flags=()
+flag() { if [[ -n "${2:-}" ]]; then flags+=("$1" "$2"); fi; }
+switch() { if [[ "${2:-0}" == "1" ]]; then flags+=("$1"); fi; }
+
+flag --preset "${PRESET:-}"
+flag --config "${CONFIG:-}"
+flag --teacher "${TEACHER:-}"
+flag --student "${STUDENT:-}"
+flag --student-config "${STUDENT_CONFIG:-}"
+flag --student-layers "${STUDENT_LAYERS:-}"
+flag --layer-map "${LAYER_MAP:-}"
+flag --data-dir "${DATA_DIR:-}"
+flag --out-dir "${OUT_DIR:-}"
+flag --run-name "${RUN_NAME:-}"
+flag --loss "${LOSS:-}"
+flag --weights "${WEIGHTS:-}"
+flag --seq-len "${SEQ_LEN:-}"
+flag --micro-batch-size "${MICRO_BATCH:-}"
+flag --grad-accum "${GRAD_ACCUM:-}"
+flag --lr "${LR:-}"
+flag --warmup-steps "${WARMUP_STEPS:-}"
+flag --max-steps "${MAX_STEPS:-}"
+flag --epochs "${EPOCHS:-}"
+flag --zero-stage "${ZERO_STAGE:-}"
+flag --precision "${PRECISION:-}"
+flag --seed "${SEED:-}"
+flag --n-critic "${N_CRITIC:-}"
+flag --eval-interval "${EVAL_INTERVAL:-}"
+flag --save-interval "${SAVE_INTERVAL:-}"
+flag --log-interval "${LOG_INTERVAL:-}"
+flag --task "${TASK:-}"
+switch --resume "${RESUME:-0}"
+switch --overwrite "${OVERWRITE:-0}"
+
+LAUNCHER="${LAUNCHER:-deepspeed}"
+flags+=(--launcher "$LAUNCHER")
+
+# All visible GPUs by default; with none, NUM_GPUS counts CPU ranks (1 unless set).
+if [[ -z "${NUM_GPUS:-}" ]]; then
+  NUM_GPUS=$(python3 -c "import torch; print(torch.cuda.device_count() or 1)")
+fi
+MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+MASTER_PORT="${MASTER_PORT:-29500}"
+
+if [[ "$LAUNCHER" == "torchrun" ]]; then
+  nodes=(--nnodes "${NNODES:-1}" --node_rank "${NODE_RANK:-0}")
+  exec torchrun --nproc_per_node "$NUM_GPUS" "${nodes[@]}" --master_addr "$MASTER_ADDR" \
+    --master_port "$MASTER_PORT" "$TRAIN" "${flags[@]}" "$@"
+elif [[ -n "${HOSTFILE:-}" ]]; then
+  # Multi-node: the hostfile lists "host slots=N" per node. With NO_SSH=1 start this same command on
+  # every node with its NODE_RANK (no passwordless ssh needed); otherwise node 0 starts the others.
+  ssh=()
+  if [[ "${NO_SSH:-0}" == "1" ]]; then ssh=(--no_ssh --node_rank "${NODE_RANK:-0}"); fi
+  exec deepspeed --hostfile "$HOSTFILE" "${ssh[@]}" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+    "$TRAIN" "${flags[@]}" "$@"
+else
+  exec deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" "$TRAIN" "${flags[@]}" "$@"
+fi

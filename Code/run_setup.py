@@ -1,0 +1,116 @@
+"""Turn resolved arguments into the run's pieces: models, layer map, critics, data loaders.
+
+Everything here validates before any training starts, so a bad layer map or a vocabulary mismatch
+costs seconds, not an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from distributed_indexed import DistributedBlockSampler
+from lm_datasets import LMBlocks, check_vocab, load_meta, open_split
+from torch.utils.data import DataLoader
+from transformers import GPT2LMHeadModel
+
+from critic import CriticTrainer
+from distill_step import LossPlan
+from models import (
+    build_student_from_config,
+    default_layer_map,
+    load_student,
+    load_teacher,
+    parse_layer_map,
+    parse_student_layers,
+    truncate_teacher,
+    validate_layer_map,
+)
+
+
+@dataclass
+class Models:
+    teacher: GPT2LMHeadModel | None
+    student: GPT2LMHeadModel
+    student_layers: list[int] | None   # teacher blocks the student was cut from, if it was
+    layer_map: list[tuple[int, int]]   # (student hidden index, teacher hidden index)
+    teacher_dim: int
+
+
+def build_models(args: argparse.Namespace, plan: LossPlan, device: torch.device,
+                 teacher_dtype: torch.dtype) -> Models:
+    meta = load_meta(args.data_dir)
+    if args.no_teacher and plan.needs_teacher:
+        raise ValueError(f"--no-teacher but loss {args.loss!r} needs a teacher: drop --no-teacher or use --loss lm")
+    teacher = None
+    if not args.no_teacher:
+        teacher = load_teacher(args.teacher, device=device, dtype=teacher_dtype)
+        check_vocab(meta, teacher.config.vocab_size, what=f"teacher {args.teacher}")
+    student_layers = None
+    if args.student:
+        student = load_student(args.student)
+    elif args.student_config:
+        if teacher is None:
+            raise ValueError("--student-config takes its vocabulary from the teacher: give --teacher")
+        student = build_student_from_config(args.student_config, teacher.config, seed=args.seed)
+    else:
+        if teacher is None:
+            raise ValueError("a truncated student needs a teacher: give --teacher, --student or --student-config")
+        student_layers = parse_student_layers(args.student_layers, teacher.config.n_layer)
+        student = truncate_teacher(teacher, student_layers)
+        student.requires_grad_(True)
+    check_vocab(meta, student.config.vocab_size, what="student")
+    student.config.use_cache = False
+
+    teacher_dim = teacher.config.n_embd if teacher is not None else student.config.n_embd
+    layer_map: list[tuple[int, int]] = []
+    if teacher is not None:
+        s_layers, t_layers = student.config.n_layer, teacher.config.n_layer
+        if args.layer_map:
+            layer_map = parse_layer_map(args.layer_map, s_layers)
+        elif student_layers is not None:
+            layer_map = default_layer_map(student_layers, t_layers)
+        else:
+            # An independent student: spread its layers evenly over the teacher's, last onto last.
+            layer_map = [(i, round(i * t_layers / s_layers)) for i in range(1, s_layers + 1)]
+        validate_layer_map(layer_map, s_layers, t_layers, student.config.n_embd, teacher_dim)
+    return Models(teacher, student, student_layers, layer_map, teacher_dim)
+
+
+def build_critics(args: argparse.Namespace, n_layers: int, dim: int, total_steps: int,
+                  device: torch.device) -> CriticTrainer:
+    betas = tuple(float(b) for b in args.critic_betas.split(","))
+    return CriticTrainer(
+        num_layers=n_layers, dim=dim, hidden=args.critic_hidden, optimizer=args.critic_optimizer,
+        lr=args.critic_lr, betas=betas, gp_lambda=args.gp_lambda, n_critic=args.n_critic,
+        max_samples=args.critic_samples, seed=args.seed, device=device,
+        schedule=args.critic_schedule, total_steps=total_steps,
+    )
+
+
+def train_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int, world: int, seed: int,
+                 num_workers: int, pin: bool) -> tuple[LMBlocks, DistributedBlockSampler, dict]:
+    blocks = LMBlocks(open_split(data_dir, "train"), seq_len)
+    if len(blocks) < batch_size * world:
+        raise ValueError(f"train split of {data_dir} holds {len(blocks)} blocks of {seq_len} tokens, fewer than "
+                         f"one batch per rank ({batch_size} x {world}): lower --seq-len or add data")
+    sampler = DistributedBlockSampler(len(blocks), rank=rank, world_size=world, shuffle=True, seed=seed)
+    loader_kwargs = {"batch_size": batch_size, "drop_last": True, "num_workers": num_workers,
+                     "pin_memory": pin, "persistent_workers": False}
+    if num_workers > 0:
+        loader_kwargs["prefetch_factor"] = 4
+    return blocks, sampler, loader_kwargs
+
+
+def valid_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int, world: int) -> DataLoader:
+    blocks = LMBlocks(open_split(data_dir, "valid"), seq_len)
+    sampler = DistributedBlockSampler(len(blocks), rank=rank, world_size=world, shuffle=False, drop_last=True)
+    return DataLoader(blocks, batch_size=batch_size, sampler=sampler, drop_last=False)
+
+
+def as_batch(block: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """A block of seq_len + 1 tokens -> inputs and next-token labels."""
+    block = block.to(device, non_blocking=True)
+    return {"input_ids": block[:, :-1], "labels": block[:, 1:]}
