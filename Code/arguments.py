@@ -18,9 +18,10 @@ PRESETS: dict[str, dict[str, object]] = {
     # The seed study's Wasserstein run: 0.3*WD + 0.4*KD(T=2) + 0.3*LM, RMSprop critics, cosine schedule.
     "seed_wd": {"loss": "wd+kd+lm", "weights": "0.3,0.4,0.3", "temperature": 2.0,
                 "critic_optimizer": "rmsprop", "critic_lr": 1e-4, "critic_schedule": "cosine"},
-    # The seed study's MSE run: 0.3*MSE + 0.3*KD(T=1) + 0.4*LM, teacher hidden 2,4,..,12 <- student 1..6.
+    # The seed study's MSE run: 0.3*MSE + 0.3*KD(T=1) + 0.4*LM; "uniform" maps student hidden i to teacher
+    # hidden i*T/S, which for 12 -> 6 layers is the seed's teacher 2,4,..,12 <- student 1..6.
     "seed_mse": {"loss": "mse+kd+lm", "weights": "0.3,0.3,0.4", "temperature": 1.0,
-                 "layer_map": "2,4,6,8,10,12"},
+                 "layer_map": "uniform"},
     # Hugging Face DistilGPT2: alpha_ce 5, alpha_clm 2, alpha_cos 1, T=2, teacher layers 0,2,4,7,9,11.
     "distilgpt2": {"loss": "kd+lm+cos", "weights": "5.0,2.0,1.0", "temperature": 2.0,
                    "student_layers": "distilgpt2"},
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--student-layers", type=str, default="0,2,4,6,8,10",
                    help="teacher blocks copied into the student: list, first:K, last:K or distilgpt2")
     g.add_argument("--layer-map", type=str, default=None,
-                   help="student hidden -> teacher hidden: 's:t,...' or 't1,...,tL' for student 1..L")
+                   help="student hidden -> teacher hidden: 's:t,...', 't1,...,tL' for student 1..L, or uniform "
+                        "(student i -> teacher i*T/S); default: the truncation's own blocks")
     g.add_argument("--attn-implementation", type=str, default="sdpa", choices=["sdpa", "eager"])
     g.add_argument("--compile", type=str, default="auto", choices=["auto", "on", "off"],
                    help="torch.compile the student (auto: on GPU only)")
@@ -100,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gp-lambda", type=float, default=10.0)
     g.add_argument("--critic-samples", type=int, default=2048,
                    help="token positions per step the critics see (subsampled)")
+
+    g = p.add_argument_group("instruction data (--task dolly) and MiniLLM (train_minillm.py)")
+    g.add_argument("--select-by", type=str, default="loss", choices=["loss", "rougeL"],
+                   help="best/ by lowest validation loss, or by highest ROUGE-L on --val-prompts prompts")
+    g.add_argument("--val-prompts", type=int, default=32, help="validation prompts scored for --select-by rougeL")
+    g.add_argument("--max-new-tokens", type=int, default=128, help="response tokens generated per prompt")
+    g.add_argument("--max-prompt-len", type=int, default=256, help="prompt tokens kept (the last ones)")
+    g.add_argument("--mix-alpha", type=float, default=0.2,
+                   help="MiniLLM teacher-mixed sampling: draw from a*teacher + (1-a)*student")
+    g.add_argument("--pt-weight", type=float, default=1.0, help="MiniLLM: weight of the LM (pretraining) term")
+    g.add_argument("--pt-data-dir", type=str, default=None,
+                   help="MiniLLM: data dir of the LM term (default --data-dir, prompts masked)")
+    g.add_argument("--no-length-norm", action="store_true",
+                   help="MiniLLM: sum future rewards instead of averaging them (the paper's ablation)")
 
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--log-interval", type=int, default=10)
@@ -179,6 +195,14 @@ def validate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
     if args.student and args.student_config:
         raise ConfigError("give either --student or --student-config, not both")
+    if args.select_by == "rougeL" and args.task != "dolly":
+        raise ConfigError("--select-by rougeL scores responses to prompts: use it with --task dolly")
+    if args.max_new_tokens < 1 or args.val_prompts < 1 or args.max_prompt_len < 1:
+        raise ConfigError("--max-new-tokens, --val-prompts and --max-prompt-len must be positive")
+    if not 0 <= args.mix_alpha < 1:
+        raise ConfigError(f"--mix-alpha must be in [0, 1) (0.2 in the MiniLLM paper), got {args.mix_alpha}")
+    if args.pt_weight < 0:
+        raise ConfigError(f"--pt-weight must be >= 0, got {args.pt_weight}")
     try:
         betas = tuple(float(b) for b in str(args.critic_betas).split(","))
     except ValueError as exc:

@@ -31,6 +31,8 @@ def save_hf_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
     if tmp.exists():
         shutil.rmtree(tmp)
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # tied to wte: storing it again doubles the file
     model.save_pretrained(tmp, state_dict=state)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from distributed_indexed import DistributedBlockSampler
-from lm_datasets import LMBlocks, check_vocab, load_meta, open_split
 from torch.utils.data import DataLoader
-from transformers import GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from critic import CriticTrainer
 from distill_step import LossPlan
+from distributed_indexed import DistributedBlockSampler
+from instruction_data import labels_from, task_blocks
+from lm_datasets import LMBlocks, check_vocab, load_meta
 from models import (
     build_student_from_config,
     default_layer_map,
@@ -52,9 +53,11 @@ def build_models(args: argparse.Namespace, plan: LossPlan, device: torch.device,
     if args.student:
         student = load_student(args.student)
     elif args.student_config:
-        if teacher is None:
-            raise ValueError("--student-config takes its vocabulary from the teacher: give --teacher")
-        student = build_student_from_config(args.student_config, teacher.config, seed=args.seed)
+        # Without a teacher (pretraining one from scratch), the vocabulary comes from the data's tokenizer.
+        eos = int(meta["eos_id"])
+        base = teacher.config if teacher is not None else GPT2Config(
+            vocab_size=int(meta["vocab_size"]), bos_token_id=eos, eos_token_id=eos)
+        student = build_student_from_config(args.student_config, base, seed=args.seed)
     else:
         if teacher is None:
             raise ValueError("a truncated student needs a teacher: give --teacher, --student or --student-config")
@@ -68,12 +71,12 @@ def build_models(args: argparse.Namespace, plan: LossPlan, device: torch.device,
     layer_map: list[tuple[int, int]] = []
     if teacher is not None:
         s_layers, t_layers = student.config.n_layer, teacher.config.n_layer
-        if args.layer_map:
+        if args.layer_map and args.layer_map != "uniform":
             layer_map = parse_layer_map(args.layer_map, s_layers)
-        elif student_layers is not None:
+        elif student_layers is not None and not args.layer_map:
             layer_map = default_layer_map(student_layers, t_layers)
         else:
-            # An independent student: spread its layers evenly over the teacher's, last onto last.
+            # Spread the student's layers evenly over the teacher's, last onto last (both after ln_f).
             layer_map = [(i, round(i * t_layers / s_layers)) for i in range(1, s_layers + 1)]
         validate_layer_map(layer_map, s_layers, t_layers, student.config.n_embd, teacher_dim)
     return Models(teacher, student, student_layers, layer_map, teacher_dim)
@@ -91,8 +94,8 @@ def build_critics(args: argparse.Namespace, n_layers: int, dim: int, total_steps
 
 
 def train_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int, world: int, seed: int,
-                 num_workers: int, pin: bool) -> tuple[LMBlocks, DistributedBlockSampler, dict]:
-    blocks = LMBlocks(open_split(data_dir, "train"), seq_len)
+                 num_workers: int, pin: bool, task: str = "lm") -> tuple[LMBlocks, DistributedBlockSampler, dict]:
+    blocks = task_blocks(data_dir, "train", seq_len, task)
     if len(blocks) < batch_size * world:
         raise ValueError(f"train split of {data_dir} holds {len(blocks)} blocks of {seq_len} tokens, fewer than "
                          f"one batch per rank ({batch_size} x {world}): lower --seq-len or add data")
@@ -104,13 +107,18 @@ def train_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int,
     return blocks, sampler, loader_kwargs
 
 
-def valid_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int, world: int) -> DataLoader:
-    blocks = LMBlocks(open_split(data_dir, "valid"), seq_len)
+def valid_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int, world: int,
+                 task: str = "lm") -> DataLoader:
+    blocks = task_blocks(data_dir, "valid", seq_len, task)
     sampler = DistributedBlockSampler(len(blocks), rank=rank, world_size=world, shuffle=False, drop_last=True)
     return DataLoader(blocks, batch_size=batch_size, sampler=sampler, drop_last=False)
 
 
-def as_batch(block: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-    """A block of seq_len + 1 tokens -> inputs and next-token labels."""
+def as_batch(block: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A block of seq_len + 1 tokens -> inputs and next-token labels (-100 on prompt targets, task dolly)."""
+    if isinstance(block, dict):
+        tokens, is_prompt = (block[k].to(device, non_blocking=True) for k in ("tokens", "is_prompt"))
+        input_ids, labels = labels_from(tokens, is_prompt)
+        return {"input_ids": input_ids, "labels": labels}
     block = block.to(device, non_blocking=True)
     return {"input_ids": block[:, :-1], "labels": block[:, 1:]}

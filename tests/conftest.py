@@ -11,7 +11,7 @@ sys.path.insert(0, str(REPO / "Code"))
 CORPUS = REPO.parent / "shared" / "corpus"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     """The read-only real-text corpus beside the repository; CI always has it, a user's clone may not."""
     if not (CORPUS / "wikitext-2" / "valid.txt").exists():
