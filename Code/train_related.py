@@ -28,6 +28,7 @@ from engines import init_distributed, make_engine
 from losses import LossOptions, parse_losses
 from metrics_log import MetricsLog
 from run_setup import as_batch, build_critics, build_models, train_loader, valid_loader
+from selection import Selection
 from tokenization import load_tokenizer
 from utils import atomic_write_json, barrier, fail, is_main, print0, rank, seed_everything, world_size
 
@@ -89,7 +90,8 @@ def evaluate_lm(engine, loader: DataLoader, iters: int, device: torch.device) ->
         logits, _ = engine(batch["input_ids"])
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(),
                                                  reduction="sum")
-        total += torch.stack([loss.double(), torch.tensor(batch["labels"].numel(), device=device).double()])
+        scored = (batch["labels"] != -100).sum()  # task dolly: only response targets count
+        total += torch.stack([loss.double(), scored.double()])
     if world_size() > 1:
         dist.all_reduce(total)
     engine.train()
@@ -127,10 +129,11 @@ def run(args: argparse.Namespace) -> None:
 
     blocks, sampler, loader_kwargs = train_loader(
         args.data_dir, args.seq_len, args.micro_batch_size, rank(), world_size(), args.seed,
-        args.num_workers, pin=on_gpu)
+        args.num_workers, pin=on_gpu, task=args.task)
     steps_per_epoch = sampler.samples_per_rank // (args.micro_batch_size * args.grad_accum)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    valid = valid_loader(args.data_dir, args.seq_len, args.micro_batch_size, rank(), world_size())
+    valid = valid_loader(args.data_dir, args.seq_len, args.micro_batch_size, rank(), world_size(), task=args.task)
+    selection = Selection(args, tokenizer, device, rank(), world_size())  # best/ by loss or by ROUGE-L
 
     model = DistillStudent(models.student, [s for s, _ in models.layer_map], models.teacher_dim)
     teacher_idx = [t for _, t in models.layer_map]
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
 
     info = {"teacher": args.teacher, "student_layers": models.student_layers,
             "layer_map": [list(p) for p in models.layer_map], "data_dir": str(Path(args.data_dir).resolve()),
-            "loss": args.loss, "weights": args.weights, "seq_len": args.seq_len}
+            "loss": args.loss, "weights": args.weights, "seq_len": args.seq_len, "task": args.task}
     tokens_per_step = args.micro_batch_size * args.seq_len * args.grad_accum * world_size()
     log = MetricsLog(out, tensorboard=not args.no_tensorboard) if is_main() else None
     print0(f"run {out}: {total_steps} steps of {tokens_per_step} tokens, loss {args.loss}, "
@@ -203,14 +206,15 @@ def run(args: argparse.Namespace) -> None:
 
         if step % args.eval_interval == 0 or step == total_steps:
             val = evaluate_lm(engine, valid, args.eval_iters, device)
+            score, extra = selection.measure(engine.module.student, val)  # val, or -ROUGE-L (lower is better)
             if log is not None:
                 log.write({"kind": "val", "step": step, "val/loss": val,
-                           "val/ppl": math.exp(val) if val < 50 else math.inf})
-            if math.isfinite(val) and val < best_val:  # a NaN model is never "best"
-                best_val = val
+                           "val/ppl": math.exp(val) if val < 50 else math.inf, **extra})
+            if math.isfinite(val) and math.isfinite(score) and score < best_val:  # a NaN model is never "best"
+                best_val = score
                 if is_main():
                     save_hf_folder(engine.module.student, tokenizer, out / "best",
-                                   {**info, "step": step, "val_loss": val})
+                                   {**info, "step": step, "val_loss": val, **extra})
             barrier()
             t_last = time.perf_counter()  # evaluation time stays out of the next interval's throughput
 
@@ -227,10 +231,10 @@ def run(args: argparse.Namespace) -> None:
     if is_main():
         save_hf_folder(engine.module.student, tokenizer, out / "final", {**info, "step": step})
         log.write({"kind": "done", "step": step, "train_time_s": time.perf_counter() - train_start,
-                   "best_val_loss": best_val, "world_size": world_size(), "device": device.type})
+                   **selection.summary(best_val), "world_size": world_size(), "device": device.type})
         log.close()
     barrier()
-    print0(f"done: {out}/final (best validation loss {best_val:.4f} in {out}/best)")
+    print0(f"done: {out}/final (best validation {selection.describe(best_val)} in {out}/best)")
 
 
 def main(argv: list[str] | None = None) -> None:

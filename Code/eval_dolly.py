@@ -1,0 +1,121 @@
+"""`evaluate_.py --task dolly`: generate responses to a prompt/response split's prompts and score them
+against the references by ROUGE-L (as MiniLLM reports dolly results).
+
+    python Code/evaluate_.py --task dolly --ckpt Code/output/<run> [--data-dir Code/data/dolly] \
+        [--split test] [--max-examples 500] [--max-new-tokens 256] [--teacher PATH]
+    python Code/evaluate_.py --task dolly --compare Code/output/run_a Code/output/run_b
+
+Writes `<out-dir>/dolly_metrics.json` (mean ROUGE-L per model, settings) and
+`<out-dir>/dolly_generations.jsonl` (prompt, reference and each model's response per example); the
+teacher is scored too when `--teacher` is given or the run's teacher is a local folder. Reads only files
+(model folders, distill_info.json, the data folder); never imports the training loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--task dolly")
+    g.add_argument("--max-examples", type=int, help="score the first N records of the split (default: all)")
+    g.add_argument("--max-new-tokens", type=int, default=256, help="response tokens per prompt (256)")
+    g.add_argument("--max-prompt-len", type=int, default=256, help="prompt tokens kept, the last ones (256)")
+    g.add_argument("--sample", action="store_true", help="sample (seeded by --seed) instead of greedy decoding")
+
+
+def _scores(model, examples, tokenizer, args, device) -> tuple[list[str], list[float]]:
+    from generation import generate_responses, rouge_l
+
+    responses = generate_responses(model, [e.prompt for e in examples], int(tokenizer.eos_token_id),
+                                   args.max_new_tokens, batch_size=args.batch_size, do_sample=args.sample,
+                                   seed=args.seed, max_prompt_len=args.max_prompt_len, device=device)
+    texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
+    refs = [e.reference if e.reference is not None else tokenizer.decode(e.response) for e in examples]
+    return texts, rouge_l(texts, refs)
+
+
+def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_dir: Path,
+                   resolve_path) -> dict:
+    """Score one checkpoint (and its teacher when known locally); returns and writes the metrics."""
+    import torch
+
+    from evaluate_ import EvalError, load_tokenizer_near
+    from instruction_data import load_examples
+    from lm_datasets import check_vocab, load_meta
+    from models import load_student, load_teacher
+    from utils import atomic_write_json, atomic_write_text
+
+    data_dir = args.data_dir or info.get("data_dir")
+    if not data_dir:
+        raise EvalError(f"no data known for {model_dir} (no distill_info.json): pass --data-dir Code/data/dolly")
+    data_dir = resolve_path(str(data_dir))
+    if args.max_new_tokens < 1 or (args.max_examples is not None and args.max_examples < 1):
+        raise EvalError("--max-new-tokens and --max-examples must be positive")
+    meta = load_meta(data_dir)
+    s_vocab = json.loads((model_dir / "config.json").read_text()).get("vocab_size", 0)
+    check_vocab(meta, s_vocab, "student")
+    teacher_path = args.teacher or info.get("teacher")
+    if teacher_path and not args.teacher:  # the run's teacher: only when it is a local folder
+        teacher_path = resolve_path(str(teacher_path))
+        teacher_path = teacher_path if Path(teacher_path).is_dir() else None
+    examples = load_examples(data_dir, args.split, args.max_examples)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tokenizer = load_tokenizer_near(model_dir, Path(data_dir) / "tokenizer")
+    if tokenizer is None:
+        raise EvalError(f"no tokenizer in {model_dir} or {data_dir}/tokenizer: ROUGE-L needs text")
+    models = {"student": lambda: load_student(model_dir, device=device, dtype=dtype).eval()}
+    if teacher_path:
+        models["teacher"] = lambda: load_teacher(teacher_path, device=device, dtype=dtype)
+
+    result: dict = {"task": "dolly", "checkpoint": str(model_dir), "data_dir": str(data_dir), "split": args.split,
+                    "examples": len(examples), "max_new_tokens": args.max_new_tokens,
+                    "decoding": "sampled" if args.sample else "greedy", "seed": args.seed,
+                    "teacher_path": str(teacher_path) if teacher_path else None}
+    rows = [{"prompt": tokenizer.decode(e.prompt), "reference": e.reference or tokenizer.decode(e.response)}
+            for e in examples]
+    for name, load in models.items():
+        model = load()
+        if name == "teacher":
+            check_vocab(meta, model.config.vocab_size, "teacher")
+        texts, scores = _scores(model, examples, tokenizer, args, device)
+        result[name] = {"rougeL": sum(scores) / len(scores), "mean_response_words":
+                        sum(len(t.split()) for t in texts) / len(texts)}
+        for row, text, score in zip(rows, texts, scores, strict=True):
+            row[name], row[f"{name}_rougeL"] = text, score
+        del model
+    atomic_write_json(out_dir / "dolly_metrics.json", result)
+    atomic_write_text(out_dir / "dolly_generations.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    teacher_note = f", teacher {result['teacher']['rougeL']:.2f}" if "teacher" in result else ""
+    print(f"wrote {out_dir}/dolly_metrics.json: student ROUGE-L {result['student']['rougeL']:.2f}{teacher_note} "
+          f"on {len(examples)} {args.split} prompts")
+    return result
+
+
+def compare_dolly(args: argparse.Namespace, evaluate) -> Path:
+    """ROUGE-L of several runs in one markdown table (runs lacking eval/dolly_metrics.json are evaluated)."""
+    from eval_report import run_name
+    from utils import atomic_write_json, atomic_write_text
+
+    runs = ([args.ckpt] if args.ckpt else []) + list(args.compare)
+    loaded = {}
+    for run in runs:
+        path = Path(run) / "eval" / "dolly_metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else evaluate(args, run, Path(run) / "eval")
+        loaded[run_name(Path(run))] = metrics
+    out_dir = Path(args.out_dir) if args.out_dir else Path(runs[0]).resolve().parent / "compare"
+    lines = ["| run | student ROUGE-L | teacher ROUGE-L | prompts | decoding |", "|---|---|---|---|---|"]
+    for name, m in loaded.items():
+        teacher = f"{m['teacher']['rougeL']:.2f}" if m.get("teacher") else "-"
+        lines.append(f"| {name} | {m['student']['rougeL']:.2f} | {teacher} | {m['examples']} | {m['decoding']} |")
+    atomic_write_text(out_dir / "compare_dolly.md", "\n".join(lines) + "\n")
+    atomic_write_json(out_dir / "compare_dolly.json", loaded)
+    return out_dir

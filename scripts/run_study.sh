@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole study in one command: data, teacher, every method x seed through the launchers, evaluation,
+# then the report (Individual-Final-Project-Report/). Run it again to resume: finished runs are reused.
+#   bash scripts/run_study.sh cpu      # offline, 2-core CPU, ~20 minutes
+#   bash scripts/run_study.sh gpu      # GPT-2 124M -> 6 layers on WikiText-103, all visible GPUs
+# Environment -> flags of Code/study.py (its --help says more); extra arguments pass through.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+flags=(--preset "${1:-cpu}")
+if [[ $# -gt 0 ]]; then shift; fi
+flag() { if [[ -n "${2:-}" ]]; then flags+=("$1" "$2"); fi; }
+switch() { if [[ "${2:-0}" == "1" ]]; then flags+=("$1"); fi; }
+
+flag --study-dir "${STUDY_DIR:-}"
+flag --methods "${METHODS:-}"
+flag --seeds "${SEEDS:-}"
+flag --jobs "${JOBS:-}"
+flag --data-dir "${DATA_DIR:-}"
+flag --corpus "${CORPUS:-}"
+flag --train-files "${TRAIN_FILES:-}"
+flag --valid-files "${VALID_FILES:-}"
+flag --test-files "${TEST_FILES:-}"
+flag --teacher "${TEACHER:-}"
+flag --max-steps "${MAX_STEPS:-}"
+flag --teacher-steps "${TEACHER_STEPS:-}"
+flag --report-dir "${REPORT_DIR:-}"
+switch --no-report "${NO_REPORT:-0}"
+switch --dry-run "${DRY_RUN:-0}"
+
+exec python3 "$ROOT/Code/study.py" "${flags[@]}" "$@"
