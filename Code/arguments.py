@@ -24,7 +24,7 @@ PRESETS: dict[str, dict[str, object]] = {
                  "layer_map": "uniform"},
     # Hugging Face DistilGPT2: alpha_ce 5, alpha_clm 2, alpha_cos 1, T=2, teacher layers 0,2,4,7,9,11.
     "distilgpt2": {"loss": "kd+lm+cos", "weights": "5.0,2.0,1.0", "temperature": 2.0,
-                   "student_layers": "distilgpt2"},
+                   "student_layers": "distilgpt2", "cos_last_only": True},
 }
 
 
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0, help="logit-distillation temperature")
     g.add_argument("--kd-topk", type=int, default=0, help="only the teacher's top-k tokens (0 = all)")
     g.add_argument("--skew-alpha", type=float, default=0.1, help="mixing coefficient of skl / jsd")
+    g.add_argument("--jsd-beta", type=float, default=0.5, help="jsd mixing coefficient (0.5 = symmetric)")
+    g.add_argument("--cos-last-only", action="store_true",
+                   help="cos on the last matched layer only (Hugging Face DistilGPT2)")
     g.add_argument("--mse-normalize", action="store_true",
                    help="divide each dimension by the teacher's std (GPT-2 has huge outlier dims)")
     g.add_argument("--swd-projections", type=int, default=128)

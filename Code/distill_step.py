@@ -80,9 +80,8 @@ def distill_forward(model: Any, teacher: GPT2LMHeadModel | None, batch: dict[str
     parts: dict[str, Tensor] = {}
     if plan.needs_critic:
         # WGAN-GP order: the critics first catch up with the current student, then the student moves.
-        estimates = critics.update(t_hidden, [h.detach() for h in s_hidden], mask)
-        for i, value in enumerate(estimates):
-            parts[f"critic_wd/layer{i}"] = value
+        # Its per-layer estimates are logged by the `wd` term as wd/layer<i>.
+        critics.update(t_hidden, [h.detach() for h in s_hidden], mask)
     inputs = LossInputs(labels=labels, mask=mask, student_logits=s_logits, teacher_logits=t_logits,
                         student_hidden=s_hidden, teacher_hidden=t_hidden, critics=critics, options=options,
                         step=step)

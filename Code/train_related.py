@@ -119,8 +119,6 @@ def run(args: argparse.Namespace) -> None:
     out = _prepare_run_dir(args)
     terms = parse_losses(args.loss, args.weights)
     plan = LossPlan.from_terms(terms)
-    options = LossOptions(temperature=args.temperature, kd_topk=args.kd_topk, skew_alpha=args.skew_alpha,
-                          mse_normalize=args.mse_normalize, swd_projections=args.swd_projections)
     on_gpu = device.type == "cuda"
     teacher_dtype = torch.bfloat16 if (on_gpu and args.precision == "bf16") else torch.float32
     models = build_models(args, plan, device, teacher_dtype)
@@ -135,6 +133,10 @@ def run(args: argparse.Namespace) -> None:
     valid = valid_loader(args.data_dir, args.seq_len, args.micro_batch_size, rank(), world_size(), task=args.task)
     selection = Selection(args, tokenizer, device, rank(), world_size())  # best/ by loss or by ROUGE-L
 
+    options = LossOptions(temperature=args.temperature, kd_topk=args.kd_topk, skew_alpha=args.skew_alpha,
+                          jsd_beta=args.jsd_beta, mse_normalize=args.mse_normalize,
+                          cos_last_only=args.cos_last_only, swd_projections=args.swd_projections,
+                          swd_seed=args.seed, layer_ids=tuple(s for s, _ in models.layer_map) or None)
     model = DistillStudent(models.student, [s for s, _ in models.layer_map], models.teacher_dim)
     teacher_idx = [t for _, t in models.layer_map]
     engine = make_engine(args, model, total_steps, device)
@@ -170,6 +172,7 @@ def run(args: argparse.Namespace) -> None:
                dynamic_ncols=True, unit="step")
     sums: dict[str, torch.Tensor] = {}
     count, t_last, train_start = 0, time.perf_counter(), time.perf_counter()
+    engine.train()  # a student loaded from a checkpoint arrives in eval mode: dropout must be on from step 1
     while step < total_steps:
         for _ in range(args.grad_accum):
             batch = as_batch(next(batches), device)
