@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
                 critics.load_state_dict(state["critics"])
             print0(f"resumed from step {step} of {total_steps}")
 
-    info = {"teacher": args.teacher, "student_layers": models.student_layers,
+    info = {"teacher": None if args.no_teacher else args.teacher, "student_layers": models.student_layers,
             "layer_map": [list(p) for p in models.layer_map], "data_dir": str(Path(args.data_dir).resolve()),
             "loss": args.loss, "weights": args.weights, "seq_len": args.seq_len, "task": args.task}
     tokens_per_step = args.micro_batch_size * args.seq_len * args.grad_accum * world_size()

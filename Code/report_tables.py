@@ -1,0 +1,266 @@
+"""Numbers of the report as Markdown tables and sentences, computed from a loaded study (no figures here).
+
+Every value comes from the study's files; formats are fixed here so tests can recompute them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from report_data import Run, StudyData
+from report_stats import PairedResult, holm, mean, min_wilcoxon_p, paired, std
+
+ALPHA = 0.05
+# metric -> (title, getter, which direction is better)
+METRICS = {
+    "test_ppl": ("test perplexity", lambda r: r.test_ppl, "lower"),
+    "mean_swd": ("mean sliced WD", lambda r: r.layer_mean("sliced_wd"), "lower"),   # over matched layers
+    "mean_cka": ("mean CKA", lambda r: r.layer_mean("cka"), "higher"),
+}
+# the claims this study tests, when both methods are present: the seed study's WD-vs-MSE claim in both its
+# pure and preset forms, and the critic against its critic-free twin
+PAIRS = [("wd", "mse"), ("seed_wd", "seed_mse"), ("wd", "swd")]
+
+
+def num(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def sig(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}g}"
+
+
+def pm(values: list[float], digits: int = 2, fmt=num) -> str:
+    """`mean ± std` over seeds (sample std); a single value has no spread."""
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{fmt(values[0], digits)} (1 seed)"
+    spread = fmt(std(values), digits) if fmt is num else fmt(std(values), 2)  # two significant digits of spread
+    return f"{fmt(mean(values), digits)} ± {spread}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def pvalue(p: float) -> str:
+    if p != p:
+        return "n/a"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+# ------------------------------------------------------------------------------------------ results
+def ppl_table(study: StudyData) -> list[str]:
+    rows = []
+    for m in study.methods:
+        runs = study.of(m)
+        values = [r.test_ppl for r in runs]
+        seeds = ", ".join(f"{r.seed}: {num(r.test_ppl)}" for r in runs) or "none finished"
+        rows.append([m, str(len(values)), pm(values), num(min(values)) if values else "n/a",
+                     num(max(values)) if values else "n/a", seeds])
+    return table(["method", "seeds", "test PPL mean ± std", "min", "max", "per seed"], rows)
+
+
+def layer_table(study: StudyData, key: str) -> list[str]:
+    layers = sorted({i for r in study.runs.values() if r.status == "done" for i in r.layer_values(key)})
+    teacher_of = {}
+    for r in study.runs.values():
+        for row in (r.eval or {}).get("layers", []):
+            teacher_of.setdefault(int(row["student_layer"]), int(row["teacher_layer"]))
+    rows = []
+    for m in study.methods:
+        per_run = [r.layer_values(key) for r in study.of(m)]
+        if not per_run:
+            continue
+        rows.append([m, *(pm([d[i] for d in per_run if i in d], 4, sig) for i in layers)])
+    return table(["method", *(f"s{i} ↔ t{teacher_of.get(i, '?')}" for i in layers)], rows)
+
+
+# ------------------------------------------------------------------------------------------ tests
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    metric: str
+    result: PairedResult
+    seeds: list[int]
+    p_holm: float = math.nan
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm == self.p_holm and self.p_holm < ALPHA
+
+    def verdict(self) -> str:
+        if self.result.n < 2:
+            return "too few paired seeds"
+        if not self.significant:
+            return "no significant difference"
+        better = METRICS[self.metric][2]
+        a_lower = self.result.mean_diff < 0
+        good = a_lower if better == "lower" else not a_lower
+        return f"{self.a} {'lower' if a_lower else 'higher'} ({'better' if good else 'worse'})"
+
+
+def baseline(study: StudyData) -> str:
+    return "lm" if "lm" in study.methods else study.methods[0]
+
+
+def comparisons(study: StudyData) -> list[Comparison]:
+    """The family of paired tests (over seeds both methods finished), Holm-corrected together."""
+    base = baseline(study)
+    wanted = [(m, base, "test_ppl") for m in study.methods if m != base]
+    for a, b in PAIRS:
+        if a in study.methods and b in study.methods:
+            wanted += [(a, b, metric) for metric in METRICS]
+    out = []
+    for a, b, metric in wanted:
+        get = METRICS[metric][1]
+        ra = {r.seed: get(r) for r in study.of(a)}
+        rb = {r.seed: get(r) for r in study.of(b)}
+        seeds = sorted(s for s in set(ra) & set(rb) if ra[s] is not None and rb[s] is not None)
+        if not seeds:
+            continue
+        out.append(Comparison(a, b, metric, paired([ra[s] for s in seeds], [rb[s] for s in seeds]), seeds))
+    for c, p in zip(out, holm([c.result.p_t for c in out]), strict=True):
+        c.p_holm = p
+    return out
+
+
+def tests_table(tests: list[Comparison]) -> list[str]:
+    rows = [[f"{c.a} − {c.b}", METRICS[c.metric][0], str(c.result.n), sig(c.result.mean_diff),
+             f"[{sig(c.result.ci_low)}, {sig(c.result.ci_high)}]", sig(c.result.t, 3), pvalue(c.result.p_t),
+             pvalue(c.p_holm), pvalue(c.result.p_wilcoxon), c.verdict()] for c in tests]
+    return table(["difference", "metric", "pairs", "mean diff", "95% CI", "t", "p (t)", "p (Holm)",
+                  "p (Wilcoxon)", "verdict"], rows)
+
+
+def conclusion(study: StudyData, tests: list[Comparison]) -> list[str]:
+    """Sentences that state only what the numbers above support."""
+    lines: list[str] = []
+    done = {m: [r.test_ppl for r in study.of(m)] for m in study.methods if study.of(m)}
+    if not done:
+        return ["No run has finished and been evaluated yet: there is nothing to conclude."]
+    best = min(done, key=lambda m: mean(done[m]))
+    teacher = next(r.eval["teacher"]["ppl"] for m in done for r in study.of(m))
+    lines.append(f"- Lowest mean test perplexity: **{best}** ({pm(done[best])}, {plural(len(done[best]), 'seed')}); "
+                 f"the teacher scores {num(teacher)} on the same tokens.")
+    base = baseline(study)
+    vs_base = [c for c in tests if c.b == base and c.metric == "test_ppl"]
+    if vs_base:
+        better = [f"{c.a} ({sig(c.result.mean_diff)})" for c in vs_base if c.significant and c.result.mean_diff < 0]
+        worse = [f"{c.a} (+{sig(c.result.mean_diff)})" for c in vs_base if c.significant and c.result.mean_diff > 0]
+        same = [f"{c.a} ({'+' if c.result.mean_diff > 0 else ''}{sig(c.result.mean_diff)}, Holm p = "
+                f"{pvalue(c.p_holm)})" for c in vs_base if not c.significant and c.result.n >= 2]
+        untested = [c.a for c in vs_base if c.result.n < 2]
+        lines.append(f"- Against the `{base}` baseline (paired over seeds, Holm-corrected, α = {ALPHA}): "
+                     f"significantly lower test perplexity: {', '.join(better) or 'none'}; significantly higher: "
+                     f"{', '.join(worse) or 'none'}; no significant difference: {', '.join(same) or 'none'}"
+                     + (f"; not testable (fewer than 2 paired seeds): {', '.join(untested)}" if untested else "")
+                     + ".")
+    for a, b in PAIRS:
+        pair = [c for c in tests if (c.a, c.b) == (a, b)]
+        if not pair:
+            continue
+        parts = []
+        for c in pair:
+            title = METRICS[c.metric][0]
+            if c.result.n < 2:
+                parts.append(f"{title}: not testable with {c.result.n} paired seed (difference "
+                             f"{sig(c.result.mean_diff)})")
+            elif c.significant:
+                parts.append(f"{title}: {c.verdict()} (difference {sig(c.result.mean_diff)}, Holm p = "
+                             f"{pvalue(c.p_holm)})")
+            else:
+                parts.append(f"{title}: no significant difference (difference {sig(c.result.mean_diff)}, Holm p = "
+                             f"{pvalue(c.p_holm)})")
+        lines.append(f"- `{a}` vs `{b}` — " + "; ".join(parts) + ".")
+    claim = [c for c in tests if (c.a, c.b) in (("wd", "mse"), ("seed_wd", "seed_mse")) and c.metric == "mean_swd"]
+    if claim:
+        held = [f"`{c.a}` vs `{c.b}`" for c in claim if c.significant and c.result.mean_diff < 0]
+        against = [f"`{c.a}` vs `{c.b}`" for c in claim if c.significant and c.result.mean_diff > 0]
+        neutral = [f"`{c.a}` vs `{c.b}` ({c.a} {'higher' if c.result.mean_diff > 0 else 'lower'} by "
+                   f"{sig(abs(c.result.mean_diff))}, Holm p = {pvalue(c.p_holm)})"
+                   for c in claim if not c.significant and c.result.n >= 2]
+        untested = [f"`{c.a}` vs `{c.b}`" for c in claim if c.result.n < 2]
+        verdicts = ([f"supported for {', '.join(held)}"] if held else []) + \
+                   ([f"contradicted (MSE closer) for {', '.join(against)}"] if against else []) + \
+                   ([f"no significant difference for {', '.join(neutral)}"] if neutral else []) + \
+                   ([f"not testable with one seed for {', '.join(untested)}"] if untested else [])
+        lines.append("- The seed study's claim that WD distillation matches each layer's distribution better than "
+                     "MSE, measured by the mean sliced Wasserstein distance to the teacher's matched layers: "
+                     + "; ".join(verdicts) + ".")
+    n = min((len(v) for v in done.values()), default=0)
+    lines += critic_lines(study)
+    lines.append(f"- With {plural(n, 'seed')} per method the exact Wilcoxon signed-rank test cannot go below p = "
+                 f"{min_wilcoxon_p(n):.3g}, so the verdicts rest on the paired t-test (normal differences assumed); "
+                 f"{len(tests)} tests are corrected together.")
+    return lines
+
+
+def critic_lines(study: StudyData) -> list[str]:
+    """For methods with critics: where their WD estimate ended (mean over seeds of the last logged value).
+    A critic that keeps up with the student never reports a negative distance, so a negative one is said."""
+    lines = []
+    for m in study.methods:
+        finals: dict[str, list[float]] = {}
+        for r in study.of(m):
+            train = r.kind("train")
+            for k, v in (train[-1] if train else {}).items():
+                if k.startswith("loss/wd/layer") and v is not None:
+                    finals.setdefault(k.removeprefix("loss/wd/"), []).append(float(v))
+        if not finals:
+            continue
+        text = ", ".join(f"{layer} {pm(v, 3, sig)}" for layer, v in sorted(finals.items()))
+        negative = [layer for layer, v in finals.items() if mean(v) < 0]
+        lines.append(f"- `{m}`: the critics' last Wasserstein estimates per matched layer (layer0 = the first "
+                     f"pair) were {text}"
+                     + (f"; negative for {', '.join(sorted(negative))}: a critic at its optimum never reports a "
+                        "negative distance, so there it had not caught up with the student." if negative else "."))
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ cost
+def cost_table(study: StudyData, wall: dict[str, float]) -> list[str]:
+    rows = []
+    for m in study.methods:
+        runs = study.of(m)
+        if not runs:
+            continue
+        cost = [r.eval.get("cost", {}) for r in runs]
+        s_params = cost[0].get("student", {}).get("params")
+        t_params = cost[0].get("teacher", {}).get("params")
+        tps = [r.train_tokens_per_s for r in runs if r.train_tokens_per_s]
+        times = [r.train_time_s for r in runs if r.train_time_s is not None]
+        walls = [wall[f"{m}/seed{r.seed}"] for r in runs if f"{m}/seed{r.seed}" in wall]
+        fwd = [c.get("student", {}).get("tokens_per_s") for c in cost if c.get("student", {}).get("tokens_per_s")]
+        speed = [c.get("speedup") for c in cost if c.get("speedup")]
+        tokens = {r.train_tokens for r in runs}
+        rows.append([m, f"{s_params / 1e6:.2f}M" if s_params else "n/a",
+                     f"{t_params / 1e6:.2f}M" if t_params else "n/a",
+                     ", ".join(f"{t:,}" for t in sorted(t for t in tokens if t)) or "n/a",
+                     pm(tps, 0), pm(times, 1), pm(walls, 1), pm(fwd, 0), pm(speed, 2)])
+    return table(["method", "student params", "teacher params", "train tokens", "train tokens/s",
+                  "train time (s)", "run wall (s)", "student fwd tokens/s", "fwd speedup vs teacher"], rows)
+
+
+def status_lines(study: StudyData) -> list[str]:
+    missing = sorted(study.incomplete, key=lambda r: (r.method, r.seed))
+    if not missing:
+        return [f"All {len(study.runs)} planned runs finished and were evaluated."]
+    return [f"{len(missing)} of {len(study.runs)} planned runs are not in the numbers above:", "",
+            *(f"- `{r.method}` seed {r.seed}: {r.status} ({r.path})" for r in missing)]
+
+
+def run_of(study: StudyData) -> Run | None:
+    """A representative finished run (for settings shared by all)."""
+    return next((r for r in study.runs.values() if r.status == "done"), None)

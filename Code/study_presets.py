@@ -1,0 +1,111 @@
+"""What the study runs: the methods compared and the two presets (`cpu`, `gpu`), as plain data.
+
+A method is a launcher plus the environment that picks its loss; every method of a preset gets the same
+student initialization (teacher blocks `student_layers`), token budget (`train` flags) and seeds. The
+driver (`study.py`) turns this into commands; nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    launcher: str          # repo-relative script; falls back to Code/launch_common.sh when missing
+    env: dict[str, str]    # LOSS / PRESET (always explicit, so the fallback runs the same recipe)
+    label: str             # what the report calls it
+
+
+# The generic launcher is used where the named one would add a preset (mse_stu_base.sh defaults to seed_mse):
+# the pure comparisons (`mse`, `wd`) must carry no preset settings.
+GENERIC = "Code/launch_common.sh"
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("lm", "scripts/baseline_lm.sh", {"LOSS": "lm"}, "LM only (no distillation)"),
+    Method("kd", "scripts/logit_kd/kd.sh", {"LOSS": "kd"}, "logit KD (forward KL)"),
+    Method("mse", GENERIC, {"LOSS": "mse"}, "hidden-state MSE"),
+    Method("wd", GENERIC, {"LOSS": "wd"}, "Wasserstein critics (WGAN-GP)"),
+    Method("swd", "scripts/hidden/swd.sh", {"LOSS": "swd"}, "sliced Wasserstein (no critic)"),
+    Method("seed_mse", "Code/mse_stu_base.sh", {"PRESET": "seed_mse"}, "seed preset MSE+KD+LM"),
+    Method("seed_wd", "Code/wd_stu_base.sh", {"PRESET": "seed_wd"}, "seed preset WD+KD+LM"),
+    Method("distilgpt2", "scripts/distilgpt2/train.sh", {"PRESET": "distilgpt2"}, "DistilGPT2 (KD+LM+cos)"),
+)}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    # data: a local corpus folder with train.txt/valid.txt/test.txt, else the hub dataset
+    corpus: str | None                     # repo-relative default corpus folder (used when present)
+    hub_dataset: str                       # data_download.py --dataset when no local corpus is given
+    vocab: int | None                      # train a byte-level BPE of this size (None: GPT-2's tokenizer)
+    # teacher: a hub name tried first (None: always pretrain here), else pretrained with this config
+    hub_teacher: str | None
+    teacher_config: str                    # --student-config of scripts/pretrain_teacher.sh
+    teacher_train: dict[str, str]          # launcher env of the teacher pretraining
+    student_layers: str                    # teacher blocks copied into every student
+    train: dict[str, str]                  # launcher env shared by every student run (the token budget)
+    train_flags: list[str]                 # extra flags shared by every student run
+    method_flags: dict[str, list[str]]     # extra flags of one method (e.g. a layer map that fits)
+    eval_flags: list[str]                  # evaluate_.py flags
+    seeds: tuple[int, ...] = (1, 2, 3)
+    methods: tuple[str, ...] = tuple(METHODS)
+    jobs: int = 1                          # runs side by side (CPU: one per core, one thread each)
+    notes: list[str] = field(default_factory=list)
+
+
+PRESETS: dict[str, Preset] = {
+    # The whole study on a 2-core CPU, offline: a 4-layer, 128-wide teacher pretrained on WikiText-2 with
+    # a 4096-token BPE; 2-layer students (teacher blocks 0 and 2); 100 steps of 8 x 128 tokens each.
+    # fp32: this CPU has no bf16 units (a bf16 matmul measured ~100x slower than fp32 here).
+    "cpu": Preset(
+        name="cpu",
+        corpus="../shared/corpus/wikitext-2",
+        hub_dataset="wikitext-2",
+        vocab=4096,
+        hub_teacher=None,
+        teacher_config="n_layer=4,n_embd=128,n_head=4,n_positions=128",
+        # two CPU ranks of one thread each: OpenMP threads on a busy 2-core machine spin (measured 5x the
+        # CPU time per step of one thread), data-parallel ranks do not. 8 x 2 ranks = 16 sequences a step.
+        teacher_train={"MAX_STEPS": "300", "SEQ_LEN": "128", "MICRO_BATCH": "8", "NUM_GPUS": "2", "LR": "2e-3",
+                       "WARMUP_STEPS": "30", "EVAL_INTERVAL": "150", "SAVE_INTERVAL": "150",
+                       "LOG_INTERVAL": "10", "PRECISION": "fp32", "ZERO_STAGE": "0", "SEED": "0"},
+        student_layers="0,2",
+        train={"MAX_STEPS": "100", "SEQ_LEN": "128", "MICRO_BATCH": "8", "GRAD_ACCUM": "1", "LR": "1e-3",
+               "WARMUP_STEPS": "10", "EVAL_INTERVAL": "25", "SAVE_INTERVAL": "50", "LOG_INTERVAL": "5",
+               "PRECISION": "fp32", "ZERO_STAGE": "0"},
+        # Critic LR = the students' LR (1e-3), not the flag default 1e-4 (tuned for GPT-2 fine-tuning LRs):
+        # a critic 10x slower than its student lags, and the student chases its stale gradient. Measured
+        # here (wd, seed 1, 100 steps): validation PPL 1748 with critic lr 1e-4, 215 with 1e-3 (mse: 200).
+        train_flags=["--eval-iters", "4", "--critic-hidden", "128", "--critic-samples", "512", "--critic-lr", "1e-3",
+                     "--no-progress", "--no-tensorboard", "--num-workers", "0"],
+        method_flags={},  # seed_mse's own "uniform" map gives student hidden i -> teacher hidden 2i here
+        eval_flags=["--max-tokens", "32768", "--hidden-tokens", "2048", "--projections", "128",
+                    "--tsne-points", "150", "--gen-tokens", "0", "--batch-size", "16", "--no-progress"],
+        jobs=2,
+        notes=["distilgpt2 uses the same student (teacher blocks 0,2) as every method: its loss recipe, not its "
+               "layer pick (0,2,4,7,9,11 exists only for 12-layer teachers)"],
+    ),
+    # GPT-2 124M -> 6-layer student (blocks 0,2,...,10) on WikiText-103, BF16, one or many GPUs (NUM_GPUS).
+    "gpu": Preset(
+        name="gpu",
+        corpus=None,
+        hub_dataset="wikitext-103",
+        vocab=None,
+        hub_teacher="gpt2",
+        teacher_config="n_layer=12,n_embd=768,n_head=12",
+        teacher_train={"MAX_STEPS": "20000", "SEQ_LEN": "512", "MICRO_BATCH": "16", "LR": "6e-4",
+                       "WARMUP_STEPS": "500", "EVAL_INTERVAL": "1000", "SAVE_INTERVAL": "1000",
+                       "LOG_INTERVAL": "50", "SEED": "0"},
+        student_layers="0,2,4,6,8,10",
+        train={"MAX_STEPS": "2000", "SEQ_LEN": "512", "MICRO_BATCH": "8", "GRAD_ACCUM": "4", "LR": "5e-4",
+               "WARMUP_STEPS": "100", "EVAL_INTERVAL": "500", "SAVE_INTERVAL": "500", "LOG_INTERVAL": "10"},
+        train_flags=["--critic-lr", "5e-4", "--no-progress"],  # the students' LR, as in `cpu`
+        method_flags={},
+        eval_flags=["--window", "1024", "--stride", "512", "--no-progress"],
+        jobs=1,
+        notes=["distilgpt2 uses the same student (teacher blocks 0,2,4,6,8,10) as every method: its loss "
+               "recipe, not its layer pick 0,2,4,7,9,11, so that only the loss differs"],
+    ),
+}

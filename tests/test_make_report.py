@@ -1,0 +1,185 @@
+"""make_report.py on fake-but-realistic study folders: numbers equal the files', paired tests, missing runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import make_report  # noqa: E402
+from report_stats import holm, min_wilcoxon_p, paired, paired_t, t_sf_math, wilcoxon_exact  # noqa: E402
+
+LOSSES = {"lm": ("lm", None), "kd": ("kd", None), "wd": ("wd", None), "mse": ("mse", None)}
+# test PPL per method and seed: kd is consistently ~50 below lm; wd and mse are the same up to noise
+PPL = {"lm": [300.0, 310.0, 305.0], "kd": [250.5, 259.0, 255.2], "wd": [100.0, 102.0, 101.0],
+       "mse": [101.0, 100.5, 101.5]}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+
+
+def eval_metrics(ppl: float, seed: int, method: str) -> dict:
+    """The schema evaluate_.py writes (Code/evaluate_.py: evaluate())."""
+    layers = [{"student_layer": s, "teacher_layer": t, "sliced_wd": 0.5 * s + 0.01 * seed + (0.3 if method == "lm"
+                                                                                            else 0.0),
+               "cka": 0.9 - 0.1 * s + 0.001 * seed, "mse": 1.5 * s, "mse_normalized": 2.0 * s}
+              for s, t in ((1, 1), (2, 4))]
+    cost = {"student": {"params": 937472, "size_bytes": 3752592, "dtype": "float32", "latency_ms": 48.0,
+                        "tokens_per_s": 10000.0 + seed, "batch_size": 4, "seq_len": 128, "iters": 5},
+            "teacher": {"params": 1334016, "size_bytes": 5341104, "dtype": "float32", "latency_ms": 83.0,
+                        "tokens_per_s": 6000.0, "batch_size": 4, "seq_len": 128, "iters": 5}}
+    cost["speedup"] = cost["student"]["tokens_per_s"] / cost["teacher"]["tokens_per_s"]
+    cost["param_ratio"] = 937472 / 1334016
+    return {"checkpoint": "x/final", "teacher_path": "/t/final", "seed": 0, "device": "cpu", "dtype": "float32",
+            "notes": [], "teacher": {"nll": math.log(90.0), "ppl": 90.0, "tokens": 32767},
+            "student": {"nll": math.log(ppl), "ppl": ppl, "tokens": 32767},
+            "data": {"source": "d split test", "tokens_scored": 32767, "window": 128, "stride": None,
+                     "max_tokens": 32768},
+            "layer_map_source": "run", "hidden_tokens": 2048, "layers": layers, "cost": cost,
+            "generations": {"prompts": ["The"], "max_new_tokens": 16, "teacher": [], "student": []}}
+
+
+def make_run(root: Path, method: str, seed: int, ppl: float, stage: str = "done") -> Path:
+    run = root / "runs" / method / f"seed{seed}"
+    loss, weights = LOSSES[method]
+    write_json(run / "args.json", {"loss": loss, "weights": weights, "seed": seed, "max_steps": 20,
+                                   "micro_batch_size": 4, "seq_len": 32, "grad_accum": 1, "lr": 1e-3,
+                                   "warmup_steps": 2, "precision": "fp32", "teacher": "/t/final", "temperature": 1.0,
+                                   "critic_optimizer": "adam", "critic_lr": 1e-4, "n_critic": 5, "critic_hidden": 64})
+    if stage == "started":
+        return run
+    lines = []
+    for step in range(1, 21):
+        rec = {"kind": "train", "step": step, "tokens": step * 128, "lr": 1e-3, "tokens_per_s": 1000.0 + seed,
+               "loss": 5.0 - 0.1 * step, f"loss/{loss}": 5.0 - 0.1 * step}
+        if method == "wd":
+            rec.update({"loss/wd/layer1": 1.0 / step, "loss/wd/layer2": 2.0 / step})
+        lines.append(rec)
+        if step % 10 == 0:
+            lines.append({"kind": "val", "step": step, "val/loss": math.log(ppl) + 0.01 * (20 - step),
+                          "val/ppl": ppl})
+    lines.append({"kind": "done", "step": 20, "train_time_s": 30.0 + seed, "best_val_loss": math.log(ppl),
+                  "world_size": 1, "device": "cpu"})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_json(run / "final" / "config.json", {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 128,
+                                                "vocab_size": 2048})
+    write_json(run / "final" / "distill_info.json", {"teacher": "/t/final", "student_layers": [0, 2],
+                                                      "layer_map": [[1, 1], [2, 4]], "loss": loss})
+    if stage == "done":
+        write_json(run / "eval" / "metrics.json", eval_metrics(ppl, seed, method))
+        plt.imsave(run / "eval" / "tsne_grid.png", np.random.default_rng(seed).random((20, 40, 3)))
+    return run
+
+
+def make_study(root: Path, methods=("lm", "kd", "wd", "mse"), seeds=(1, 2, 3)) -> Path:
+    write_json(root / "study.json", {
+        "preset": "cpu", "seeds": list(seeds),
+        "methods": {m: {"label": m.upper(), "launcher": "Code/launch_common.sh"} for m in methods},
+        "hardware": {"cpu": "Test CPU", "cpu_cores": 2, "memory_gb": 8.0, "gpus": []},
+        "git": {"commit": "0123456789abcdef", "dirty": False}, "jobs": 2, "threads_per_job": 1,
+        "teacher": {"source": "pretrained here", "path": str(root / "teacher" / "final")},
+        "runs": {f"{m}/seed{s}": {"train_wall_s": 40.0 + s} for m in methods for s in seeds},
+        "invocations": [{"started": "2026-01-01T00:00:00+00:00", "wall_s": 600.0, "stages": {"data_s": 20.0}}]})
+    for m in methods:
+        for i, s in enumerate(seeds):
+            make_run(root, m, s, PPL[m][i])
+    return root
+
+
+def report(tmp_path: Path, study: Path, pdf: bool = False) -> str:
+    md = make_report.build_report(study, tmp_path / "report", pdf=pdf)
+    return md.read_text()
+
+
+def row(text: str, first_cell: str, after: str) -> str:
+    """The table row starting with `first_cell` in the section after the heading `after`."""
+    section = text.split(after, 1)[1]
+    for line in section.splitlines():
+        if line.startswith(f"| {first_cell} |"):
+            return line
+    raise AssertionError(f"no row {first_cell!r} after {after!r}")
+
+
+def test_report_numbers_equal_the_files(tmp_path):
+    study = make_study(tmp_path / "study")
+    text = report(tmp_path, study)
+    for m in ("lm", "kd", "wd", "mse"):
+        values = [json.loads((study / "runs" / m / f"seed{s}" / "eval" / "metrics.json").read_text())["student"]["ppl"]
+                  for s in (1, 2, 3)]
+        line = row(text, m, "## Test perplexity")
+        assert f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" in line
+        assert f"{min(values):.2f}" in line and f"{max(values):.2f}" in line
+        swd = [json.loads((study / "runs" / m / f"seed{s}" / "eval" / "metrics.json").read_text())["layers"][1]
+               ["sliced_wd"] for s in (1, 2, 3)]
+        assert f"{statistics.mean(swd):.4g} ± {statistics.stdev(swd):.2g}" in row(text, m, "Sliced WD:")
+        train_time = [30.0 + s for s in (1, 2, 3)]
+        assert f"{statistics.mean(train_time):.1f} ± {statistics.stdev(train_time):.1f}" in row(text, m, "## Cost")
+    assert "0.94M" in row(text, "lm", "## Cost")  # params from the eval's cost pass
+    assert "Test CPU" in text and "0123456789ab" in text
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
+    assert {"ppl.png", "layers_sliced_wd.png", "layers_cka.png", "val_loss.png", "loss_terms.png", "critic_wd.png",
+            "tsne.png"} <= set(figures)
+    for name in figures:
+        assert f"figures/{name}" in text
+
+
+def test_paired_tests_find_the_real_difference_only(tmp_path):
+    text = report(tmp_path, make_study(tmp_path / "study"))
+    kd = row(text, "kd − lm", "## Paired tests")
+    assert "test perplexity" in kd and "kd lower (better)" in kd
+    same = row(text, "wd − mse", "## Paired tests")
+    assert "test perplexity" in same and "no significant difference" in same
+    conclusion = text.split("## Conclusion", 1)[1]
+    assert re.search(r"significantly lower test perplexity: kd", conclusion)
+    assert "no significant difference" in conclusion
+
+
+def test_missing_and_unfinished_runs_are_reported(tmp_path):
+    study = make_study(tmp_path / "study", methods=("lm", "wd"))
+    import shutil
+
+    shutil.rmtree(study / "runs" / "wd" / "seed3")                      # never started
+    shutil.rmtree(study / "runs" / "wd" / "seed2" / "eval")             # trained, not evaluated
+    shutil.rmtree(study / "runs" / "lm" / "seed3")
+    make_run(study, "lm", 3, 305.0, stage="started")                    # killed before final/
+    text = report(tmp_path, study)
+    runs = text.split("## Runs", 1)[1]
+    assert "3 of 6 planned runs" in runs
+    assert "`wd` seed 3: missing" in runs and "`wd` seed 2: not evaluated" in runs
+    assert "`lm` seed 3: not finished" in runs
+    assert "180.00 (1 seed)" not in text and "100.00 (1 seed)" in row(text, "wd", "## Test perplexity")
+    assert "| wd − lm | test perplexity | 1 |" in text  # one shared seed: reported, no verdict
+    assert "too few paired seeds" in text
+
+
+def test_pdf_is_written_and_cli_reports_errors(tmp_path, capsys):
+    study = make_study(tmp_path / "study", methods=("lm", "wd"), seeds=(1, 2))
+    report(tmp_path, study, pdf=True)
+    pdf = tmp_path / "report" / "report.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 20_000
+    assert make_report.main(["--study-dir", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "r2")]) == 2
+    assert "error: study folder" in capsys.readouterr().err
+
+
+def test_statistics_against_known_values():
+    t, p, lo, hi = paired_t([1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 1.0, 2.5])
+    # differences 1, 1.5, 2, 1.5: mean 1.5, sd 0.408248 -> t = 7.348, df 3, p = 0.00521 (scipy.stats.ttest_rel)
+    assert t == pytest.approx(7.348469, rel=1e-5) and p == pytest.approx(0.0052039, rel=1e-3)
+    assert lo == pytest.approx(1.5 - 3.182446 * 0.408248 / 2, rel=1e-4) and hi > 1.5
+    assert t_sf_math(2.0, 5) == pytest.approx(0.0509697, rel=1e-5)
+    assert paired_t([1.0, 2.0], [1.0, 2.0])[1] == 1.0            # identical: no difference
+    assert paired_t([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])[1] == 0.0  # the same shift every time
+    assert wilcoxon_exact([3.0, 4.0, 5.0], [1.0, 1.0, 1.0]) == pytest.approx(0.25) == min_wilcoxon_p(3)
+    assert paired([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]).mean_diff == pytest.approx(-0.5)
+    assert holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
