@@ -310,7 +310,11 @@ def make_peer(setup: Setup, out_dir: str) -> Any:
     targs = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=setup.opts.batch, max_steps=2,
                               learning_rate=setup.args.lr, warmup_steps=0, logging_strategy="no",
                               save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=not on_gpu,
-                              bf16=setup.opts.precision == "bf16", seed=setup.args.seed)
+                              bf16=setup.opts.precision == "bf16", seed=setup.args.seed,
+                              # this process holds a one-rank process group (ours needs it), so Trainer
+                              # wraps the peer in DDP; spare it the unused-parameter search a plain
+                              # single-GPU script would not pay
+                              ddp_find_unused_parameters=False)
     clock = StepClock()
     trainer = DistillTrainer(model=setup.peer_student, args=targs, train_dataset=Blocks(setup.blocks),
                              callbacks=[clock])
