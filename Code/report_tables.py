@@ -223,8 +223,8 @@ def critic_lines(study: StudyData) -> list[str]:
         by_index = sorted(finals.items(), key=lambda kv: int(kv[0].removeprefix("layer")))
         text = ", ".join(f"{layer} {pm(v, 3, sig)}" for layer, v in by_index)
         negative = [layer for layer, v in finals.items() if mean(v) < 0]
-        lines.append(f"- `{m}`: the critics' last Wasserstein estimates per matched layer (layer<i>: the "
-                     f"pair of student hidden state i) were {text}"
+        lines.append(f"- `{m}`: the critics' last Wasserstein estimates per matched layer (layerN: the "
+                     f"pair of student hidden state N) were {text}"
                      + (f"; negative for {', '.join(sorted(negative))}: a critic at its optimum never reports a "
                         "negative distance, so there it had not caught up with the student." if negative else "."))
     return lines
