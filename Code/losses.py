@@ -18,6 +18,7 @@ from torch import Tensor
 
 import hidden_losses as hl
 import logit_losses as ll
+from arguments import PRESETS
 
 if TYPE_CHECKING:
     from critic import CriticTrainer
@@ -226,21 +227,6 @@ REGISTRY: dict[str, LossSpec] = {
     ]
 }
 
-# Recipes as (loss spec, weights, option defaults). Option keys are arguments.py destinations; the
-# loop applies them as defaults that explicit flags override.
-PRESETS: dict[str, tuple[str, str, dict[str, object]]] = {
-    # Hugging Face's DistilGPT2 (examples/research_projects/distillation): alpha_ce 5.0, alpha_clm 2.0,
-    # alpha_cos 1.0, temperature 2.0, cosine on the last hidden state, student of layers 0,2,4,7,9,11.
-    "distilgpt2": ("kd+lm+cos", "5.0,2.0,1.0",
-                   {"temperature": 2.0, "cos_last_only": True, "student_layers": "distilgpt2"}),
-    # The seed study's WD run: RMSprop critics, lr 1e-4, cosine schedule.
-    "seed_wd": ("wd+kd+lm", "0.3,0.4,0.3", {"temperature": 2.0, "critic_optimizer": "rmsprop",
-                                            "critic_lr": 1e-4, "critic_schedule": "cosine"}),
-    # The seed study's MSE run: teacher hidden 2,4,...,12 matched to student hidden 1..6.
-    "seed_mse": ("mse+kd+lm", "0.3,0.3,0.4", {"temperature": 1.0, "layer_map": "2,4,6,8,10,12"}),
-}
-
-
 def parse_losses(spec: str, weights: str | None = None) -> list[tuple[LossSpec, float]]:
     """`"wd+kd+lm"`, `"0.3,0.4,0.3"` -> [(spec, weight), ...]; weights default to 1 each."""
     names = [n.strip() for n in spec.split("+")]
@@ -249,9 +235,9 @@ def parse_losses(spec: str, weights: str | None = None) -> list[tuple[LossSpec, 
     known = ", ".join(sorted(REGISTRY))
     for name in names:
         if name in PRESETS:
-            loss, w, opts = PRESETS[name]
+            preset = PRESETS[name]
             raise LossSpecError(f"'{name}' is a preset, not a loss: use --preset {name} "
-                                f"(= --loss {loss} --weights {w} with {opts})")
+                                f"(= --loss {preset['loss']} --weights {preset['weights']} and more)")
         if name not in REGISTRY:
             raise LossSpecError(f"unknown loss '{name}' in --loss '{spec}'; known losses: {known}")
     if len(set(names)) != len(names):

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import logit_losses
+from arguments import PRESETS
 from critic import CriticTrainer
 from losses import (
-    PRESETS,
     REGISTRY,
     LossInputs,
     LossOptions,
@@ -318,10 +318,10 @@ def test_parse_losses_and_presets():
     terms = parse_losses("wd+kd+lm", "0.3,0.4,0.3")
     assert [(s.name, w) for s, w in terms] == [("wd", 0.3), ("kd", 0.4), ("lm", 0.3)]
     assert [w for _, w in parse_losses(" kd + lm ")] == [1.0, 1.0]
-    for loss, weights, _ in PRESETS.values():
-        assert len(parse_losses(loss, weights)) == len(weights.split(","))
-    assert PRESETS["distilgpt2"][:2] == ("kd+lm+cos", "5.0,2.0,1.0")
-    assert PRESETS["distilgpt2"][2]["temperature"] == 2.0
+    for preset in PRESETS.values():  # every preset's loss and weights parse together
+        assert len(parse_losses(preset["loss"], preset["weights"])) == len(preset["weights"].split(","))
+    with pytest.raises(LossSpecError, match="use --preset seed_wd"):
+        parse_losses("seed_wd")
 
 
 @pytest.mark.parametrize("spec,weights,fragment", [
