@@ -141,3 +141,23 @@ def test_two_nodes_on_one_machine(setup, tmp_path):
         assert p.returncode == 0, text[-4000:]
     assert "2 rank(s)" in outputs[0]
     GPT2LMHeadModel.from_pretrained(out / "final")
+
+
+def test_every_launcher_variable_maps_to_a_known_flag(tmp_path):
+    """The launcher body's env -> flag lines name real flags, and the values arrive as given."""
+    import re
+
+    from arguments import build_parser
+
+    body = (CODE / "launch_common.sh").read_text()
+    pairs = re.findall(r'^(?:flag|switch) (--[a-z-]+) "\$\{([A-Z_]+):-', body, flags=re.M)
+    known = {s for a in build_parser()._actions for s in a.option_strings}
+    assert len(pairs) > 30 and [f for f, _ in pairs if f not in known] == []
+    echo = tmp_path / "argv.py"
+    echo.write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    env = quiet_env(TRAIN_SCRIPT=str(echo), LAUNCHER="torchrun", NUM_GPUS="1", MASTER_PORT=free_port(),
+                    CRITIC_LR="1e-3", TEMPERATURE="2", NO_TEACHER="1", LOSS="lm")
+    out = run_ok(["bash", str(CODE / "launch_common.sh"), "--seed", "7"], env, timeout=120)
+    argv = json.loads(out.stdout.strip().splitlines()[-1])
+    assert argv[argv.index("--critic-lr") + 1] == "1e-3" and argv[argv.index("--temperature") + 1] == "2"
+    assert "--no-teacher" in argv and argv[-2:] == ["--seed", "7"]
