@@ -10,6 +10,7 @@ Two kinds of checkpoint:
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from utils import atomic_torch_save, atomic_write_json, atomic_write_text, barrier, is_main, rank, replace_dir
+from utils import atomic_torch_save, atomic_write_json, atomic_write_text, barrier, is_main, print0, rank, replace_dir
 
 LATEST = "latest"
 
@@ -80,3 +81,19 @@ def load_training_state(engine: Any, ckpt_root: str | Path) -> tuple[dict[str, A
     _, client_state = engine.load_checkpoint(str(ckpt_root), tag=tag)
     rank_state = torch.load(rank_file, weights_only=False)
     return client_state or {}, rank_state
+
+
+def resume_training(engine: Any, ckpt_root: str | Path, total_steps: int,
+                    critics: Any | None = None) -> tuple[int, float]:
+    """`--resume`: restore engine, RNG and critics from the latest checkpoint; (step, best validation loss)."""
+    restored = load_training_state(engine, ckpt_root)
+    if restored is None:
+        print0(f"no checkpoint in {ckpt_root}: starting from step 0")
+        return 0, math.inf
+    client, state = restored
+    torch.set_rng_state(state["torch_rng"])
+    if critics is not None:
+        critics.load_state_dict(state["critics"])
+    step = int(client["step"])
+    print0(f"resumed from step {step} of {total_steps}")
+    return step, float(client.get("best_val", math.inf))

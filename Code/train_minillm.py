@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 import logit_losses as ll
 from arguments import ConfigError, parse_args
-from checkpointing import load_training_state, save_hf_folder, save_training_state
+from checkpointing import resume_training, save_hf_folder, save_training_state
 from distill_step import DistillStudent, LossPlan
 from distributed_indexed import DistributedBlockSampler
 from engines import init_distributed, make_engine
@@ -138,14 +138,7 @@ def run(args: argparse.Namespace) -> None:
     selection = Selection(args, tokenizer, device, rank(), world_size())
     step, best, ckpt_root = 0, math.inf, out / "checkpoints"
     if args.resume:
-        restored = load_training_state(engine, ckpt_root)
-        if restored is None:
-            print0(f"no checkpoint in {ckpt_root}: starting from step 0")
-        else:
-            client, state = restored
-            step, best = int(client["step"]), float(client.get("best_val", math.inf))
-            torch.set_rng_state(state["torch_rng"])
-            print0(f"resumed from step {step} of {total_steps}")
+        step, best = resume_training(engine, ckpt_root, total_steps)
 
     info = {"teacher": args.teacher, "student_layers": models.student_layers, "layer_map": [],
             "data_dir": str(Path(args.data_dir).resolve()), "loss": "minillm", "weights": None,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from arguments import ConfigError, parse_args
-from checkpointing import load_training_state, save_hf_folder, save_training_state
+from checkpointing import resume_training, save_hf_folder, save_training_state
 from distill_step import DistillStudent, LossPlan, distill_forward
 from engines import init_distributed, make_engine
 from losses import LossOptions, parse_losses
@@ -147,16 +147,7 @@ def run(args: argparse.Namespace) -> None:
 
     step, best_val, ckpt_root = 0, math.inf, out / "checkpoints"
     if args.resume:
-        restored = load_training_state(engine, ckpt_root)
-        if restored is None:
-            print0(f"no checkpoint in {ckpt_root}: starting from step 0")
-        else:
-            client, state = restored
-            step, best_val = int(client["step"]), float(client.get("best_val", math.inf))
-            torch.set_rng_state(state["torch_rng"])
-            if critics is not None:
-                critics.load_state_dict(state["critics"])
-            print0(f"resumed from step {step} of {total_steps}")
+        step, best_val = resume_training(engine, ckpt_root, total_steps, critics)
 
     info = {"teacher": None if args.no_teacher else args.teacher, "student_layers": models.student_layers,
             "layer_map": [list(p) for p in models.layer_map], "data_dir": str(Path(args.data_dir).resolve()),
