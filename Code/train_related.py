@@ -54,7 +54,9 @@ def _device() -> torch.device:
 
 def _prepare_run_dir(args: argparse.Namespace) -> Path:
     out = Path(args.out_dir)
-    if (out / "args.json").exists() and not (args.resume or args.overwrite):
+    # A run that failed before its first log line left only args.json: retrying it must not need --overwrite.
+    started = any((out / name).exists() for name in ("metrics.jsonl", "checkpoints", "best", "final"))
+    if started and not (args.resume or args.overwrite):
         raise ConfigError(f"{out} already holds a run: pass --resume to continue it or --overwrite to start over")
     if args.overwrite and is_main():
         for name in ("checkpoints", "best", "final", "tensorboard", "eval"):

@@ -123,6 +123,9 @@ def test_bad_layer_map_fails_before_work(setup):
     assert proc.returncode == 2
     assert "layer map" in proc.stderr.strip().splitlines()[-1]
     assert not (root / "badmap" / "checkpoints").exists()
+    # fixed and run again in the same folder: no --overwrite needed for a run that never started
+    run_ok(_train_cmd(data, teacher, root / "badmap", "--max-steps", "1"), quiet_env())
+    assert (root / "badmap" / "final" / "config.json").is_file()
 
 
 def test_two_nodes_on_one_machine(setup, tmp_path):
