@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-CODE_DIR = Path(__file__).resolve().parent
+from Code import CODE_DIR
 
 # name -> flag values; kept here (not in losses.py) because a preset is a bundle of flags.
 PRESETS: dict[str, dict[str, object]] = {

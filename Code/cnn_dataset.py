@@ -39,7 +39,7 @@ def load_cnn_dailymail(
     """Records of one split (`train`, `valid`/`validation`, `test`) from the hub, its cache, or local
     JSON-lines files with the hub's fields."""
     # data_download owns hub access and JSON-lines reading; imported here to keep this module light
-    from data_download import load_hub_dataset, read_jsonl
+    from Code.data_download import load_hub_dataset, read_jsonl
 
     if files:
         records = read_jsonl(files)

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from hidden_losses import sample_positions, stack_layers
+from Code.objectives.hidden import sample_positions, stack_layers
 
 
 class CriticConfigError(ValueError):

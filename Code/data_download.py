@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules when imported from elsewhere
-
-import cnn_dataset  # noqa: E402
-from indexed_dataset import IndexedDataset, IndexedDatasetBuilder, IndexedDatasetError, best_dtype  # noqa: E402
-from tokenization import (  # noqa: E402
+from Code import CODE_DIR, cnn_dataset  # noqa: E402
+from Code.indexed_dataset import IndexedDataset, IndexedDatasetBuilder, IndexedDatasetError, best_dtype  # noqa: E402
+from Code.tokenization import (  # noqa: E402
     Doc,
     HubUnreachableError,
     encode_documents,
@@ -345,7 +343,7 @@ def run(args) -> int:
         print(f"carved {', '.join(missing)} from train ({len(idx[missing[0]])} documents each, seed {args.seed})",
               file=sys.stderr)
     name = args.dataset if args.dataset not in LOCAL else Path(args.train[0]).resolve().parent.name
-    out = args.out_dir or Path(__file__).resolve().parent / "data" / name
+    out = args.out_dir or CODE_DIR / "data" / name
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
     old: dict = {}

@@ -17,8 +17,7 @@ from pathlib import Path
 
 # Heavy modules (torch, transformers, scikit-learn, matplotlib) are imported inside the functions that use
 # them, so a bad path or a vocabulary mismatch is reported in about a second, not after 10 s of imports.
-
-REPO = Path(__file__).resolve().parents[1]
+from Code import REPO
 
 
 class EvalError(ValueError):
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="lm", choices=["lm", "dolly"], help="lm (default); dolly: instruction eval")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from eval_dolly import add_arguments as add_dolly_arguments  # --task dolly's options (light import)
+    from Code.evaluation.dolly import add_arguments as add_dolly_arguments  # --task dolly's options (light import)
 
     add_dolly_arguments(p)
     return p
@@ -81,7 +80,7 @@ def _existing(path: str) -> str:
 
 
 def layer_map_for(args, info: dict, s_layers: int, t_layers: int) -> tuple[list[tuple[int, int]], str]:
-    from models import default_layer_map, parse_layer_map, parse_student_layers
+    from Code.modeling.models import default_layer_map, parse_layer_map, parse_student_layers
 
     if args.layer_map:
         return parse_layer_map(args.layer_map, s_layers), "--layer-map"
@@ -101,7 +100,7 @@ def token_stream(args, data_dir: str | None, tokenizer, vocab_sizes: dict[str, i
     """The 1-D int64 token array to score (capped by --max-tokens) and a description of its source."""
     import numpy as np
 
-    from lm_datasets import check_vocab, load_meta, open_split
+    from Code.lm_datasets import check_vocab, load_meta, open_split
 
     if args.text_file:
         path = Path(args.text_file)
@@ -160,7 +159,7 @@ def evaluate(args: argparse.Namespace, ckpt: str | Path, out_dir: Path | None = 
     info_path = model_dir / "distill_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     if args.task == "dolly":  # instruction following: ROUGE-L of generated responses (Code/eval_dolly.py)
-        from eval_dolly import evaluate_dolly
+        from Code.evaluation.dolly import evaluate_dolly
 
         return evaluate_dolly(args, model_dir, info, out_dir, _existing)
     teacher_path = args.teacher or info.get("teacher")
@@ -174,21 +173,21 @@ def evaluate(args: argparse.Namespace, ckpt: str | Path, out_dir: Path | None = 
     # the student's vocabulary is checked from its config before any model is loaded
     s_vocab = json.loads((model_dir / "config.json").read_text()).get("vocab_size", 0)
     if data_dir and not args.text_file:
-        from lm_datasets import check_vocab, load_meta
+        from Code.lm_datasets import check_vocab, load_meta
 
         check_vocab(load_meta(data_dir), s_vocab, "student")
 
     import numpy as np
     import torch
 
-    from eval_cost import model_cost
-    from eval_metrics import layer_distances
-    from eval_passes import PROMPTS, collect_hidden, generate_samples, perplexity
-    from eval_plots import layer_plot, tsne_embed, tsne_plots
-    from eval_report import run_name, summary_markdown
-    from lm_datasets import EvalWindows
-    from models import load_student, load_teacher, validate_layer_map
-    from utils import atomic_write_json, atomic_write_text, seed_everything
+    from Code.evaluation.cost import model_cost
+    from Code.evaluation.metrics import layer_distances
+    from Code.evaluation.passes import PROMPTS, collect_hidden, generate_samples, perplexity
+    from Code.evaluation.plots import layer_plot, tsne_embed, tsne_plots
+    from Code.evaluation.summary import run_name, summary_markdown
+    from Code.lm_datasets import EvalWindows
+    from Code.modeling.models import load_student, load_teacher, validate_layer_map
+    from Code.utils import atomic_write_json, atomic_write_text, seed_everything
 
     seed_everything(args.seed)
     if args.threads:
@@ -284,9 +283,9 @@ def evaluate(args: argparse.Namespace, ckpt: str | Path, out_dir: Path | None = 
 
 def compare(args: argparse.Namespace) -> Path:
     """Evaluate runs lacking eval/metrics.json, then one markdown table, one JSON and one plot."""
-    from eval_plots import compare_plot
-    from eval_report import compare_markdown, run_name
-    from utils import atomic_write_json, atomic_write_text
+    from Code.evaluation.plots import compare_plot
+    from Code.evaluation.summary import compare_markdown, run_name
+    from Code.utils import atomic_write_json, atomic_write_text
 
     runs = ([args.ckpt] if args.ckpt else []) + list(args.compare)
     loaded = []
@@ -308,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.compare and args.task == "dolly":
-            from eval_dolly import compare_dolly
+            from Code.evaluation.dolly import compare_dolly
 
             print(f"wrote {compare_dolly(args, evaluate)}/compare_dolly.md")
         elif args.compare:

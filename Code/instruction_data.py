@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from indexed_dataset import IndexedDataset
-from lm_datasets import LMBlocks, load_meta, open_split
+from Code.indexed_dataset import IndexedDataset
+from Code.lm_datasets import LMBlocks, load_meta, open_split
 
 HOW = "convert the records with python Code/data_download.py --dataset dolly [--train FILE.jsonl ...]"
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from indexed_dataset import IndexedDataset
+from Code.indexed_dataset import IndexedDataset
 
 SPLITS = ("train", "valid", "test")
 HOW = "create it with python Code/data_download.py (offline: --dataset text --train FILE --out-dir DIR)"

@@ -17,11 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules when imported from elsewhere
-
-import report_figures as figs  # noqa: E402
-from report_data import StudyData, load_study  # noqa: E402
-from report_tables import (  # noqa: E402
+from Code import REPO  # noqa: E402
+from Code.report import figures as figs  # noqa: E402
+from Code.report.data import StudyData, load_study  # noqa: E402
+from Code.report.tables import (  # noqa: E402
     comparisons,
     conclusion,
     cost_table,
@@ -34,7 +33,6 @@ from report_tables import (  # noqa: E402
     tests_table,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE_LIMIT = 5 * 2**20
 
 
@@ -231,7 +229,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path, pdf: bool = True, c
     md = out / "report.md"
     write_text(md, build_markdown(study, images, stamp))
     if pdf:
-        from md_pdf import render
+        from Code.report.md_pdf import render
 
         render(md, out / "report.pdf", title="Distillation study report")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

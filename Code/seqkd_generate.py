@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules when imported from elsewhere
-
 SPLITS = ("train", "valid", "test")
 
 
@@ -61,13 +59,13 @@ def run(args: argparse.Namespace) -> Path:
     import numpy as np
     import torch
 
-    from generation import generate_responses
-    from indexed_dataset import IndexedDatasetBuilder, best_dtype
-    from instruction_data import load_examples
-    from lm_datasets import check_vocab, load_meta
-    from models import load_teacher
-    from tokenization import load_tokenizer
-    from utils import atomic_write_json, atomic_write_text
+    from Code.indexed_dataset import IndexedDatasetBuilder, best_dtype
+    from Code.instruction_data import load_examples
+    from Code.lm_datasets import check_vocab, load_meta
+    from Code.modeling.generation import generate_responses
+    from Code.modeling.models import load_teacher
+    from Code.tokenization import load_tokenizer
+    from Code.utils import atomic_write_json, atomic_write_text
 
     src, out = Path(args.data_dir), Path(args.out_dir)
     if src.resolve() == out.resolve():

@@ -23,22 +23,22 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-import logit_losses as ll
-from arguments import ConfigError, parse_args
-from checkpointing import resume_training, save_hf_folder, save_training_state
-from distill_step import DistillStudent, LossPlan
-from distributed_indexed import DistributedBlockSampler
-from engines import init_distributed, make_engine
-from generation import prompt_budget
-from instruction_data import clip_prompt, load_examples
-from losses import parse_losses
-from metrics_log import MetricsLog
-from minillm import Rollout, minillm_loss, rollout
-from run_setup import as_batch, build_models, train_loader, valid_loader
-from selection import Selection
-from tokenization import load_tokenizer
-from train_related import _batches, _device, _prepare_run_dir, _reduce_mean, _single_process_env, evaluate_lm
-from utils import barrier, fail, is_main, print0, rank, seed_everything, world_size
+from Code.arguments import ConfigError, parse_args
+from Code.distributed_indexed import DistributedBlockSampler
+from Code.instruction_data import clip_prompt, load_examples
+from Code.modeling.generation import prompt_budget
+from Code.objectives import logit as ll
+from Code.objectives.minillm import Rollout, minillm_loss, rollout
+from Code.objectives.registry import parse_losses
+from Code.tokenization import load_tokenizer
+from Code.train_related import _batches, _device, _prepare_run_dir, _reduce_mean, _single_process_env, evaluate_lm
+from Code.training.checkpointing import resume_training, save_hf_folder, save_training_state
+from Code.training.distill_step import DistillStudent, LossPlan
+from Code.training.engines import init_distributed, make_engine
+from Code.training.metrics_log import MetricsLog
+from Code.training.selection import Selection
+from Code.training.setup import as_batch, build_models, train_loader, valid_loader
+from Code.utils import barrier, fail, is_main, print0, rank, seed_everything, world_size
 
 
 class PromptSet(Dataset):

@@ -21,16 +21,16 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from arguments import ConfigError, parse_args
-from checkpointing import resume_training, save_hf_folder, save_training_state
-from distill_step import DistillStudent, LossPlan, distill_forward
-from engines import init_distributed, make_engine
-from losses import LossOptions, parse_losses
-from metrics_log import MetricsLog
-from run_setup import as_batch, build_critics, build_models, train_loader, valid_loader
-from selection import Selection
-from tokenization import load_tokenizer
-from utils import atomic_write_json, barrier, fail, is_main, print0, rank, seed_everything, world_size
+from Code.arguments import ConfigError, parse_args
+from Code.objectives.registry import LossOptions, parse_losses
+from Code.tokenization import load_tokenizer
+from Code.training.checkpointing import resume_training, save_hf_folder, save_training_state
+from Code.training.distill_step import DistillStudent, LossPlan, distill_forward
+from Code.training.engines import init_distributed, make_engine
+from Code.training.metrics_log import MetricsLog
+from Code.training.selection import Selection
+from Code.training.setup import as_batch, build_critics, build_models, train_loader, valid_loader
+from Code.utils import atomic_write_json, barrier, fail, is_main, print0, rank, seed_everything, world_size
 
 
 def _single_process_env() -> None:

@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "Code"))
 
-from data_download import convert_split, read_text_documents  # noqa: E402
-from indexed_dataset import IndexedDataset  # noqa: E402
-from lm_datasets import LMBlocks  # noqa: E402
-from tokenization import load_tokenizer  # noqa: E402
+from Code.data_download import convert_split, read_text_documents  # noqa: E402
+from Code.indexed_dataset import IndexedDataset  # noqa: E402
+from Code.lm_datasets import LMBlocks  # noqa: E402
+from Code.tokenization import load_tokenizer  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "wikitext-2"
 

@@ -40,20 +40,19 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "Code"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from arguments import parse_args  # noqa: E402
-from distill_step import DistillStudent, LossPlan, distill_forward  # noqa: E402
-from engines import init_distributed, make_engine  # noqa: E402
-from losses import LossOptions, parse_losses  # noqa: E402
-from models import default_layer_map, load_teacher, parse_student_layers, truncate_teacher  # noqa: E402
-from run_setup import as_batch, build_critics, train_loader  # noqa: E402
-from train_related import _batches, _single_process_env  # noqa: E402
+from Code.arguments import parse_args  # noqa: E402
+from Code.modeling.models import default_layer_map, load_teacher, parse_student_layers, truncate_teacher  # noqa: E402
+from Code.objectives.registry import LossOptions, parse_losses  # noqa: E402
+from Code.train_related import _batches, _single_process_env  # noqa: E402
+from Code.training.distill_step import DistillStudent, LossPlan, distill_forward  # noqa: E402
+from Code.training.engines import init_distributed, make_engine  # noqa: E402
+from Code.training.setup import as_batch, build_critics, train_loader  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "wikitext-2"
 

@@ -3,9 +3,8 @@
 # then the report (Individual-Final-Project-Report/). Run it again to resume: finished runs are reused.
 #   bash scripts/run_study.sh cpu      # offline, 2-core CPU, ~20 minutes
 #   bash scripts/run_study.sh gpu      # GPT-2 124M -> 6 layers on WikiText-103, all visible GPUs
-# Environment -> flags of Code/study.py (its --help says more); extra arguments pass through.
+# Environment -> flags of `python -m Code.study` (its --help says more); extra arguments pass through.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 flags=(--preset "${1:-cpu}")
 if [[ $# -gt 0 ]]; then shift; fi
@@ -28,4 +27,4 @@ flag --report-dir "${REPORT_DIR:-}"
 switch --no-report "${NO_REPORT:-0}"
 switch --dry-run "${DRY_RUN:-0}"
 
-exec python3 "$ROOT/Code/study.py" "${flags[@]}" "$@"
+exec python3 -m Code.study "${flags[@]}" "$@"

@@ -1,12 +1,10 @@
 """Shared fixtures: `Code/` on the import path, and the offline corpus when it exists."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "Code"))
 
 CORPUS = REPO.parent / "shared" / "corpus"
 

@@ -59,10 +59,7 @@ class InProcess:
         torch.set_num_threads(1)
 
     def run(self, entry: Path, flags: list[str]) -> None:
-        import evaluate_
-        import seqkd_generate
-        import train_minillm
-        import train_related
+        from Code import evaluate_, seqkd_generate, train_minillm, train_related
 
         mains = {"train_related.py": train_related.main, "train_minillm.py": train_minillm.main,
                  "seqkd_generate.py": seqkd_generate.main, "evaluate_.py": evaluate_.main}

@@ -7,8 +7,8 @@ import os
 import pytest
 import yaml
 
-import train_related
-from arguments import ConfigError, parse_args
+from Code import train_related
+from Code.arguments import ConfigError, parse_args
 
 
 def _yaml(path, **values):

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from critic import BatchedCritic, CriticConfigError, CriticTrainer
+from Code.critic import BatchedCritic, CriticConfigError, CriticTrainer
 
 
 @pytest.fixture(autouse=True)

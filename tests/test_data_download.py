@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_download import carve_indices, main, read_text_documents, split_documents
-from indexed_dataset import IndexedDataset
-from lm_datasets import VocabMismatchError, check_vocab, load_meta, open_split
-from tokenization import load_tokenizer
+from Code.data_download import carve_indices, main, read_text_documents, split_documents
+from Code.indexed_dataset import IndexedDataset
+from Code.lm_datasets import VocabMismatchError, check_vocab, load_meta, open_split
+from Code.tokenization import load_tokenizer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "Code" / "data_download.py"
 WIKI = " = First Article = \n \n Intro line . \n \n = = Section = = \n \n Body , text . \n \n = Second = \n \n Two . \n"
@@ -156,7 +156,7 @@ def test_hub_path_with_a_stand_in_for_the_hub(monkeypatch, tmp_path):
     """The `datasets` route (online here means: load_dataset answers), WikiText rows being lines."""
     import datasets
 
-    import tokenization
+    from Code import tokenization
 
     rows = [" = Alpha = \n", "", " Alpha text . \n", "", " = = Part = = \n", " More . \n", " = Beta = \n", " B . \n"]
     hub = datasets.DatasetDict({name: datasets.Dataset.from_dict({"text": rows})

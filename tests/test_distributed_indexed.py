@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distributed_indexed import DistributedBlockSampler
+from Code.distributed_indexed import DistributedBlockSampler
 
 
 def shares(n, world, epoch=0, **kw):

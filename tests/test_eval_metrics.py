@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from eval_cost import count_parameters, model_cost, size_on_disk
-from eval_metrics import (
+from Code.evaluation.cost import count_parameters, model_cost, size_on_disk
+from Code.evaluation.metrics import (
     layer_distances,
     linear_cka,
     mse,
@@ -16,7 +16,7 @@ from eval_metrics import (
     sliced_wasserstein,
     window_nll,
 )
-from eval_passes import perplexity
+from Code.evaluation.passes import perplexity
 
 
 class Uniform(nn.Module):

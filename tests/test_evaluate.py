@@ -42,9 +42,9 @@ def setup(corpus_dir, tmp_path_factory):
 
 
 def _build(corpus: Path, root: Path) -> dict:
-    from indexed_dataset import IndexedDatasetBuilder, best_dtype
-    from models import default_layer_map, truncate_teacher
-    from tokenization import train_bpe_tokenizer
+    from Code.indexed_dataset import IndexedDatasetBuilder, best_dtype
+    from Code.modeling.models import default_layer_map, truncate_teacher
+    from Code.tokenization import train_bpe_tokenizer
 
     lines = [ln.strip() for ln in (corpus / "wikitext-2" / "valid.txt").read_text().splitlines() if ln.strip()]
     lines = lines[:600]
@@ -116,7 +116,7 @@ def test_end_to_end_cli(setup):
 
 
 def test_deterministic_and_sliding_window(setup, tmp_path):
-    from evaluate_ import main
+    from Code.evaluate_ import main
 
     common = ["--ckpt", str(setup["run"]), *FAST, "--gen-tokens", "4"]
     assert main([*common, "--out-dir", str(tmp_path / "a"), "--stride", "16", "--tsne-points", "0"]) == 0
@@ -129,8 +129,8 @@ def test_deterministic_and_sliding_window(setup, tmp_path):
 
 
 def test_sliding_equals_nonoverlap_when_stride_is_window(setup):
-    from eval_passes import perplexity
-    from lm_datasets import EvalWindows, open_split
+    from Code.evaluation.passes import perplexity
+    from Code.lm_datasets import EvalWindows, open_split
 
     torch.set_num_threads(1)  # restored by the autouse fixture
     tokens = torch.from_numpy(open_split(setup["data"], "test").tokens[:1500].astype("int64"))
@@ -145,8 +145,8 @@ def test_sliding_equals_nonoverlap_when_stride_is_window(setup):
 
 
 def test_compare_two_runs(setup, tmp_path):
-    from evaluate_ import main
-    from models import truncate_teacher
+    from Code.evaluate_ import main
+    from Code.modeling.models import truncate_teacher
 
     other = tmp_path / "run_last"
     truncate_teacher(setup["teacher"], [1, 3]).save_pretrained(other / "final")
@@ -190,7 +190,7 @@ def test_no_teacher_is_one_line(setup, tmp_path):
 
 
 def test_text_file_mode(setup, corpus_dir, tmp_path):
-    from evaluate_ import main
+    from Code.evaluate_ import main
 
     text = tmp_path / "sample.txt"
     text.write_text("\n".join((corpus_dir / "wikitext-2" / "test.txt").read_text().splitlines()[:80]))
@@ -210,7 +210,7 @@ def test_text_file_mode(setup, corpus_dir, tmp_path):
     (["--split", "nosuch"], "nosuch"),
 ])
 def test_bad_options_end_in_one_error_line(setup, tmp_path, capsys, extra, needle):
-    from evaluate_ import main
+    from Code.evaluate_ import main
 
     if "cuda" in extra[-1] and torch.cuda.is_available():
         pytest.skip("CUDA present")

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from indexed_dataset import (
+from Code.indexed_dataset import (
     IndexedDataset,
     IndexedDatasetBuilder,
     IndexedDatasetError,

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import data_download
+from Code import data_download
+from Code.instruction_data import InstructionDataError, load_examples, prompt_lengths, task_blocks
+from Code.lm_datasets import open_split
+from Code.modeling.generation import generate_responses, rouge_l
+from Code.objectives.registry import REGISTRY, LossInputs
+from Code.tokenization import load_tokenizer
+from Code.training.setup import as_batch
 from dolly_fixture import make_dolly_files
-from generation import generate_responses, rouge_l
-from instruction_data import InstructionDataError, load_examples, prompt_lengths, task_blocks
-from lm_datasets import open_split
-from losses import REGISTRY, LossInputs
-from run_setup import as_batch
-from tokenization import load_tokenizer
 
 
 @pytest.fixture(scope="module")

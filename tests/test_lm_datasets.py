@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from indexed_dataset import IndexedDataset, IndexedDatasetBuilder
-from lm_datasets import (
+from Code.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+from Code.lm_datasets import (
     DataNotFoundError,
     DataTooSmallError,
     EvalWindows,

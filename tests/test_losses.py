@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import logit_losses
-from arguments import PRESETS
-from critic import CriticTrainer
-from losses import (
+from Code.arguments import PRESETS
+from Code.critic import CriticTrainer
+from Code.objectives import logit as logit_losses
+from Code.objectives.registry import (
     REGISTRY,
     LossInputs,
     LossOptions,

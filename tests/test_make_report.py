@@ -15,8 +15,8 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import make_report  # noqa: E402
-from report_stats import holm, min_wilcoxon_p, paired, paired_t, t_sf_math, wilcoxon_exact  # noqa: E402
+from Code import make_report  # noqa: E402
+from Code.report.stats import holm, min_wilcoxon_p, paired, paired_t, t_sf_math, wilcoxon_exact  # noqa: E402
 
 LOSSES = {"lm": ("lm", None), "kd": ("kd", None), "wd": ("wd", None), "mse": ("mse", None)}
 # test PPL per method and seed: kd is consistently ~50 below lm; wd and mse are the same up to noise

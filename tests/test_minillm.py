@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from minillm import future_rewards, minillm_loss, mixture_logprobs, rollout
+from Code.objectives.minillm import future_rewards, minillm_loss, mixture_logprobs, rollout
 
 
 def _softmax(xs: list[float]) -> list[float]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from models import (
+from Code.modeling.models import (
     HiddenProjections,
     LayerMapError,
     ModelLoadError,

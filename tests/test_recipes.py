@@ -16,9 +16,9 @@ import pytest
 import yaml
 from transformers import GPT2LMHeadModel
 
-from arguments import parse_args
+from Code.arguments import parse_args
+from Code.training.metrics_log import read_metrics
 from dolly_fixture import make_dolly_data
-from metrics_log import read_metrics
 from recipe_helpers import InProcess, fake_bin, launch_command
 from tiny_setup import REPO, make_teacher, quiet_env, run_ok
 

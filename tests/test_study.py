@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-import study
-from study_presets import METHODS
+from Code.study import driver as study
+from Code.study.presets import METHODS
 from tiny_setup import REPO, make_data, make_teacher, quiet_env, run_ok
 
 

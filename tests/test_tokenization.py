@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-import tokenization
-from tokenization import (
+from Code import tokenization
+from Code.tokenization import (
     HubUnreachableError,
     TokenizerError,
     encode_documents,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from metrics_log import read_metrics
+from Code.training.metrics_log import read_metrics
 from tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env, run_ok
 
 COMMON = ["--seq-len", "32", "--micro-batch-size", "4", "--log-interval", "1", "--eval-interval", "10",
@@ -150,7 +150,7 @@ def test_every_launcher_variable_maps_to_a_known_flag(tmp_path):
     """The launcher body's env -> flag lines name real flags, and the values arrive as given."""
     import re
 
-    from arguments import build_parser
+    from Code.arguments import build_parser
 
     body = (CODE / "launch_common.sh").read_text()
     pairs = re.findall(r'^(?:flag|switch) (--[a-z-]+) "\$\{([A-Z_]+):-', body, flags=re.M)

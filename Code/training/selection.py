@@ -13,8 +13,8 @@ import math
 import torch
 import torch.distributed as dist
 
-from generation import generate_responses, rouge_l
-from instruction_data import load_examples
+from Code.instruction_data import load_examples
+from Code.modeling.generation import generate_responses, rouge_l
 
 
 class Selection:

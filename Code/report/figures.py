@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from report_data import Run, StudyData  # noqa: E402
-from report_stats import mean, std  # noqa: E402
+from Code.report.data import Run, StudyData  # noqa: E402
+from Code.report.stats import mean, std  # noqa: E402
 
 DPI = 110
 

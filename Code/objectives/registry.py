@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-import hidden_losses as hl
-import logit_losses as ll
-from arguments import PRESETS
+from Code.arguments import PRESETS
+from Code.objectives import hidden as hl
+from Code.objectives import logit as ll
 
 if TYPE_CHECKING:
-    from critic import CriticTrainer
+    from Code.critic import CriticTrainer
 
 LossOutput = tuple[Tensor, dict[str, Tensor]]
 

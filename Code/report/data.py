@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metrics_log import read_metrics
+from Code.training.metrics_log import read_metrics
 
 
 @dataclass

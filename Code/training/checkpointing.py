@@ -19,7 +19,16 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from utils import atomic_torch_save, atomic_write_json, atomic_write_text, barrier, is_main, print0, rank, replace_dir
+from Code.utils import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    barrier,
+    is_main,
+    print0,
+    rank,
+    replace_dir,
+)
 
 LATEST = "latest"
 

@@ -2,7 +2,7 @@
 
 A method is a launcher plus the environment that picks its loss; every method of a preset gets the same
 student initialization (teacher blocks `student_layers`), token budget (`train` flags) and seeds. The
-driver (`study.py`) turns this into commands; nothing here runs anything.
+driver (`driver.py`) turns this into commands; nothing here runs anything.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import logit_losses as ll
-from generation import left_pad
+from Code.modeling.generation import left_pad
+from Code.objectives import logit as ll
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from report_data import Run, StudyData
-from report_stats import PairedResult, holm, mean, min_wilcoxon_p, paired, std
+from Code.report.data import Run, StudyData
+from Code.report.stats import PairedResult, holm, mean, min_wilcoxon_p, paired, std
 
 ALPHA = 0.05
 # metric -> (title, getter, which direction is better)

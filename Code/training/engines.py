@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from utils import atomic_torch_save
+from Code.utils import atomic_torch_save
 
 
 def init_distributed(launcher: str) -> None:

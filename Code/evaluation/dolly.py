@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _scores(model, examples, tokenizer, args, device) -> tuple[list[str], list[float]]:
-    from generation import generate_responses, rouge_l
+    from Code.modeling.generation import generate_responses, rouge_l
 
     responses = generate_responses(model, [e.prompt for e in examples], int(tokenizer.eos_token_id),
                                    args.max_new_tokens, batch_size=args.batch_size, do_sample=args.sample,
@@ -42,11 +42,11 @@ def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_di
     """Score one checkpoint (and its teacher when known locally); returns and writes the metrics."""
     import torch
 
-    from evaluate_ import EvalError, load_tokenizer_near
-    from instruction_data import load_examples
-    from lm_datasets import check_vocab, load_meta
-    from models import load_student, load_teacher
-    from utils import atomic_write_json, atomic_write_text
+    from Code.evaluate_ import EvalError, load_tokenizer_near
+    from Code.instruction_data import load_examples
+    from Code.lm_datasets import check_vocab, load_meta
+    from Code.modeling.models import load_student, load_teacher
+    from Code.utils import atomic_write_json, atomic_write_text
 
     data_dir = args.data_dir or info.get("data_dir")
     if not data_dir:
@@ -102,8 +102,8 @@ def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_di
 
 def compare_dolly(args: argparse.Namespace, evaluate) -> Path:
     """ROUGE-L of several runs in one markdown table (runs lacking eval/dolly_metrics.json are evaluated)."""
-    from eval_report import run_name
-    from utils import atomic_write_json, atomic_write_text
+    from Code.evaluation.summary import run_name
+    from Code.utils import atomic_write_json, atomic_write_text
 
     runs = ([args.ckpt] if args.ckpt else []) + list(args.compare)
     loaded = {}

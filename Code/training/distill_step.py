@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 from transformers import GPT2LMHeadModel
 
-from losses import LossInputs, LossOptions, LossSpec, compute_losses
-from models import HiddenProjections
+from Code.modeling.models import HiddenProjections
+from Code.objectives.registry import LossInputs, LossOptions, LossSpec, compute_losses
 
 
 @dataclass(frozen=True)

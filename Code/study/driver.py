@@ -1,7 +1,7 @@
 """Run the whole distillation study: data, teacher, every method x seed through the launchers, evaluation.
 
-    python Code/study.py --preset cpu                 # usually through scripts/run_study.sh cpu
-    python Code/study.py --preset gpu --seeds 1,2,3 --dry-run
+    python -m Code.study --preset cpu                 # usually through scripts/run_study.sh cpu
+    python -m Code.study --preset gpu --seeds 1,2,3 --dry-run
 
 Layout of the study folder (default `study/<preset>`): `data/` (indexed corpus), `teacher/` (its
 pretraining run, when the teacher is trained here), `runs/<method>/seed<k>/` (training run + `eval/`),
@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from study_presets import GENERIC, METHODS, PRESETS, Method, Preset
+from Code.study.presets import GENERIC, METHODS, PRESETS, Method, Preset
 
-REPO = Path(__file__).resolve().parents[1]
-CODE = REPO / "Code"
+from Code import CODE_DIR as CODE
+from Code import REPO
 # launcher env -> args.json key: the settings that must match for an existing run to be reused
 CHECKED = {"SEED": "seed", "MAX_STEPS": "max_steps", "SEQ_LEN": "seq_len", "MICRO_BATCH": "micro_batch_size",
            "GRAD_ACCUM": "grad_accum", "LR": "lr", "STUDENT_LAYERS": "student_layers", "TEACHER": "teacher",
@@ -367,7 +367,7 @@ def _hub_has(name: str) -> bool:
             return True
     except ImportError:
         pass
-    from tokenization import hub_reachable
+    from Code.tokenization import hub_reachable
 
     return hub_reachable()
 

@@ -14,12 +14,11 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from critic import CriticTrainer
-from distill_step import LossPlan
-from distributed_indexed import DistributedBlockSampler
-from instruction_data import labels_from, task_blocks
-from lm_datasets import LMBlocks, check_vocab, load_meta
-from models import (
+from Code.critic import CriticTrainer
+from Code.distributed_indexed import DistributedBlockSampler
+from Code.instruction_data import labels_from, task_blocks
+from Code.lm_datasets import LMBlocks, check_vocab, load_meta
+from Code.modeling.models import (
     build_student_from_config,
     default_layer_map,
     load_student,
@@ -29,6 +28,7 @@ from models import (
     truncate_teacher,
     validate_layer_map,
 )
+from Code.training.distill_step import LossPlan
 
 
 @dataclass

@@ -15,7 +15,7 @@ from tqdm import tqdm
 if TYPE_CHECKING:  # transformers is only needed for the annotation
     from transformers import GPT2LMHeadModel
 
-from eval_metrics import perplexity_from_nll, window_nll
+from Code.evaluation.metrics import perplexity_from_nll, window_nll
 
 # Fixed prompts: short, generic English openings that a model trained on Wikipedia-like text can continue.
 PROMPTS = [
