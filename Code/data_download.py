@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from Code import CODE_DIR, cnn_dataset  # noqa: E402
+from Code.hub import hub_reachable  # noqa: E402
 from Code.indexed_dataset import IndexedDataset, IndexedDatasetBuilder, IndexedDatasetError, best_dtype  # noqa: E402
 from Code.tokenization import (  # noqa: E402
     Doc,
     HubUnreachableError,
     encode_documents,
-    hub_reachable,
     load_tokenizer,
     save_tokenizer,
     tokenizer_fingerprint,

@@ -80,20 +80,17 @@ def _existing(path: str) -> str:
 
 
 def layer_map_for(args, info: dict, s_layers: int, t_layers: int) -> tuple[list[tuple[int, int]], str]:
-    from Code.modeling.models import default_layer_map, parse_layer_map, parse_student_layers
+    from Code.modeling.layer_map import parse_layer_map, resolve_layer_map
+    from Code.modeling.truncation import parse_student_layers
 
-    if args.layer_map:
-        return parse_layer_map(args.layer_map, s_layers), "--layer-map"
-    if info.get("layer_map"):
+    if not args.layer_map and info.get("layer_map"):  # what the run trained with
         raw = info["layer_map"]
         pairs = parse_layer_map(raw, s_layers) if isinstance(raw, str) else [(int(s), int(t)) for s, t in raw]
         return pairs, "run"
     layers = args.student_layers or info.get("student_layers")
-    if layers:
-        layers = parse_student_layers(layers, t_layers) if isinstance(layers, str) else [int(i) for i in layers]
-        return default_layer_map(layers, t_layers), "truncation"
-    # nothing known: spread the student's layers evenly over the teacher's (final norms matched)
-    return [(i, round(i * t_layers / s_layers)) for i in range(1, s_layers + 1)], "uniform"
+    if isinstance(layers, str):
+        layers = parse_student_layers(layers, t_layers)
+    return resolve_layer_map(args.layer_map, [int(i) for i in layers] if layers else None, s_layers, t_layers)
 
 
 def token_stream(args, data_dir: str | None, tokenizer, vocab_sizes: dict[str, int]):
@@ -186,7 +183,8 @@ def evaluate(args: argparse.Namespace, ckpt: str | Path, out_dir: Path | None = 
     from Code.evaluation.plots import layer_plot, tsne_embed, tsne_plots
     from Code.evaluation.summary import run_name, summary_markdown
     from Code.lm_datasets import EvalWindows
-    from Code.modeling.models import load_student, load_teacher, validate_layer_map
+    from Code.modeling.layer_map import validate_layer_map
+    from Code.modeling.loading import load_student, load_teacher
     from Code.utils import atomic_write_json, atomic_write_text, seed_everything
 
     seed_everything(args.seed)

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> Path:
     from Code.instruction_data import load_examples
     from Code.lm_datasets import check_vocab, load_meta
     from Code.modeling.generation import generate_responses
-    from Code.modeling.models import load_teacher
+    from Code.modeling.loading import load_teacher
     from Code.tokenization import load_tokenizer
     from Code.utils import atomic_write_json, atomic_write_text
 

@@ -12,22 +12,20 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import sys
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
+
+from Code.hub import hub_reachable
 
 GPT2_NAMES = ("gpt2", "openai-community/gpt2")
 EOS = "<|endoftext|>"
 # A document is plain text, or a (prompt, response) pair whose prompt length is kept for masking.
 Doc = str | tuple[str, str]
 
-_HUB_STATE: dict[str, bool] = {}
 _FALLBACK_NOTED = False
 
 
@@ -37,55 +35,6 @@ class TokenizerError(ValueError):
 
 class HubUnreachableError(TokenizerError, ConnectionError):
     """The Hugging Face hub cannot be reached and nothing usable is cached."""
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def go_offline() -> None:
-    """Put huggingface_hub/datasets/transformers in offline mode so they fail at once instead of
-    retrying for a minute (their default when DNS fails)."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
-    if "huggingface_hub" in sys.modules:  # the libraries read these at import time
-        import huggingface_hub.constants as hub_constants
-
-        hub_constants.HF_HUB_OFFLINE = True
-    if "datasets" in sys.modules:
-        import datasets.config as ds_config
-
-        ds_config.HF_HUB_OFFLINE = True
-        ds_config.HF_DATASETS_OFFLINE = True
-
-
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """True when a TCP connection to the hub endpoint opens within `timeout` seconds (checked once per
-    process; offline env vars short-cut it). When False, the HF libraries are switched to offline mode."""
-    if "reachable" in _HUB_STATE:
-        return _HUB_STATE["reachable"]
-    if any(_truthy(v) for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        ok = False
-    else:
-        url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-        host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-        result: list[bool] = []
-
-        def probe() -> None:  # in a thread because getaddrinfo ignores socket timeouts
-            try:
-                socket.create_connection((host, port), timeout=timeout).close()
-                result.append(True)
-            except OSError:
-                result.append(False)
-
-        t = threading.Thread(target=probe, daemon=True)
-        t.start()
-        t.join(timeout + 0.5)
-        ok = bool(result and result[0])
-    _HUB_STATE["reachable"] = ok
-    if not ok:
-        go_offline()
-    return ok
 
 
 def _gpt2_files() -> tuple[Path, Path]:

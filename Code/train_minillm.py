@@ -27,13 +27,14 @@ from Code.arguments import ConfigError, parse_args
 from Code.distributed_indexed import DistributedBlockSampler
 from Code.instruction_data import clip_prompt, load_examples
 from Code.modeling.generation import prompt_budget
+from Code.modeling.student import DistillStudent
 from Code.objectives import logit as ll
 from Code.objectives.minillm import Rollout, minillm_loss, rollout
 from Code.objectives.registry import parse_losses
 from Code.tokenization import load_tokenizer
 from Code.train_related import _batches, _device, _prepare_run_dir, _reduce_mean, _single_process_env, evaluate_lm
 from Code.training.checkpointing import resume_training, save_hf_folder, save_training_state
-from Code.training.distill_step import DistillStudent, LossPlan
+from Code.training.distill_step import LossPlan
 from Code.training.engines import init_distributed, make_engine
 from Code.training.metrics_log import MetricsLog
 from Code.training.selection import Selection

@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from Code.arguments import ConfigError, parse_args
+from Code.modeling.student import DistillStudent
 from Code.objectives.registry import LossOptions, parse_losses
 from Code.tokenization import load_tokenizer
 from Code.training.checkpointing import resume_training, save_hf_folder, save_training_state
-from Code.training.distill_step import DistillStudent, LossPlan, distill_forward
+from Code.training.distill_step import LossPlan, distill_forward
 from Code.training.engines import init_distributed, make_engine
 from Code.training.metrics_log import MetricsLog
 from Code.training.selection import Selection

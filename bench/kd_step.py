@@ -47,10 +47,13 @@ import torch.nn.functional as F  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from Code.arguments import parse_args  # noqa: E402
-from Code.modeling.models import default_layer_map, load_teacher, parse_student_layers, truncate_teacher  # noqa: E402
+from Code.modeling.layer_map import default_layer_map  # noqa: E402
+from Code.modeling.loading import load_teacher  # noqa: E402
+from Code.modeling.student import DistillStudent  # noqa: E402
+from Code.modeling.truncation import parse_student_layers, truncate_teacher  # noqa: E402
 from Code.objectives.registry import LossOptions, parse_losses  # noqa: E402
 from Code.train_related import _batches, _single_process_env  # noqa: E402
-from Code.training.distill_step import DistillStudent, LossPlan, distill_forward  # noqa: E402
+from Code.training.distill_step import LossPlan, distill_forward  # noqa: E402
 from Code.training.engines import init_distributed, make_engine  # noqa: E402
 from Code.training.setup import as_batch, build_critics, train_loader  # noqa: E402
 

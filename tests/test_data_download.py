@@ -156,7 +156,7 @@ def test_hub_path_with_a_stand_in_for_the_hub(monkeypatch, tmp_path):
     """The `datasets` route (online here means: load_dataset answers), WikiText rows being lines."""
     import datasets
 
-    from Code import tokenization
+    from Code import hub as hub_probe
 
     rows = [" = Alpha = \n", "", " Alpha text . \n", "", " = = Part = = \n", " More . \n", " = Beta = \n", " B . \n"]
     hub = datasets.DatasetDict({name: datasets.Dataset.from_dict({"text": rows})
@@ -169,7 +169,7 @@ def test_hub_path_with_a_stand_in_for_the_hub(monkeypatch, tmp_path):
             return {"train": iter({"text": f"Web page {i} says hello."} for i in range(100))}
         return hub
 
-    monkeypatch.setattr(tokenization, "_HUB_STATE", {"reachable": True})
+    monkeypatch.setattr(hub_probe, "_HUB_STATE", {"reachable": True})
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     out = tmp_path / "hubwiki"
     assert main(["--dataset", "wikitext-103", "--train-tokenizer", "260", "--out-dir", str(out)]) == 0

@@ -43,7 +43,8 @@ def setup(corpus_dir, tmp_path_factory):
 
 def _build(corpus: Path, root: Path) -> dict:
     from Code.indexed_dataset import IndexedDatasetBuilder, best_dtype
-    from Code.modeling.models import default_layer_map, truncate_teacher
+    from Code.modeling.layer_map import default_layer_map
+    from Code.modeling.truncation import truncate_teacher
     from Code.tokenization import train_bpe_tokenizer
 
     lines = [ln.strip() for ln in (corpus / "wikitext-2" / "valid.txt").read_text().splitlines() if ln.strip()]
@@ -146,7 +147,7 @@ def test_sliding_equals_nonoverlap_when_stride_is_window(setup):
 
 def test_compare_two_runs(setup, tmp_path):
     from Code.evaluate_ import main
-    from Code.modeling.models import truncate_teacher
+    from Code.modeling.truncation import truncate_teacher
 
     other = tmp_path / "run_last"
     truncate_teacher(setup["teacher"], [1, 3]).save_pretrained(other / "final")

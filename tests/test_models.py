@@ -7,19 +7,14 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from Code.modeling.models import (
-    HiddenProjections,
-    LayerMapError,
-    ModelLoadError,
+from Code.modeling.layer_map import LayerMapError, default_layer_map, parse_layer_map, validate_layer_map
+from Code.modeling.loading import ModelLoadError, load_student, load_teacher
+from Code.modeling.student import HiddenProjections
+from Code.modeling.truncation import (
     StudentConfigError,
     build_student_from_config,
-    default_layer_map,
-    load_student,
-    load_teacher,
-    parse_layer_map,
     parse_student_layers,
     truncate_teacher,
-    validate_layer_map,
 )
 
 V = 300

@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from Code import tokenization
+from Code import hub, tokenization
+from Code.hub import hub_reachable
 from Code.tokenization import (
     HubUnreachableError,
     TokenizerError,
     encode_documents,
     gpt2_offline_tokenizer,
-    hub_reachable,
     load_tokenizer,
     tokenizer_fingerprint,
     train_bpe_tokenizer,
@@ -32,7 +32,7 @@ GPT2_IDS = {
 def offline(monkeypatch):
     """A machine where the hub cannot be reached, whatever this one can do."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(tokenization, "_HUB_STATE", {})
+    monkeypatch.setattr(hub, "_HUB_STATE", {})
     monkeypatch.setattr(tokenization, "_FALLBACK_NOTED", False)
 
 

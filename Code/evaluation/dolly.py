@@ -45,7 +45,7 @@ def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_di
     from Code.evaluate_ import EvalError, load_tokenizer_near
     from Code.instruction_data import load_examples
     from Code.lm_datasets import check_vocab, load_meta
-    from Code.modeling.models import load_student, load_teacher
+    from Code.modeling.loading import load_student, load_teacher
     from Code.utils import atomic_write_json, atomic_write_text
 
     data_dir = args.data_dir or info.get("data_dir")

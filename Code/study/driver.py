@@ -367,7 +367,7 @@ def _hub_has(name: str) -> bool:
             return True
     except ImportError:
         pass
-    from Code.tokenization import hub_reachable
+    from Code.hub import hub_reachable
 
     return hub_reachable()
 

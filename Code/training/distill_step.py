@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import GPT2LMHeadModel
 
-from Code.modeling.models import HiddenProjections
 from Code.objectives.registry import LossInputs, LossOptions, LossSpec, compute_losses
 
 
@@ -34,23 +33,6 @@ class LossPlan:
             needs_hidden=any(s.needs_hidden for s, _ in terms),
             needs_critic=any(s.needs_critic for s, _ in terms),
         )
-
-
-class DistillStudent(nn.Module):
-    """What the optimizer trains: the student and its projections into the teacher's width."""
-
-    def __init__(self, student: GPT2LMHeadModel, student_idx: list[int], teacher_dim: int) -> None:
-        super().__init__()
-        self.student = student
-        self.student_idx = list(student_idx)
-        self.projections = HiddenProjections(student.config.n_embd, teacher_dim, len(self.student_idx))
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                need_hidden: bool = False) -> tuple[Tensor, list[Tensor]]:
-        out = self.student(input_ids=input_ids, attention_mask=attention_mask,
-                           output_hidden_states=need_hidden, use_cache=False)
-        hidden = [out.hidden_states[i] for i in self.student_idx] if need_hidden else []
-        return out.logits, self.projections(hidden) if hidden else []
 
 
 @torch.no_grad()

@@ -18,16 +18,9 @@ from Code.critic import CriticTrainer
 from Code.distributed_indexed import DistributedBlockSampler
 from Code.instruction_data import labels_from, task_blocks
 from Code.lm_datasets import LMBlocks, check_vocab, load_meta
-from Code.modeling.models import (
-    build_student_from_config,
-    default_layer_map,
-    load_student,
-    load_teacher,
-    parse_layer_map,
-    parse_student_layers,
-    truncate_teacher,
-    validate_layer_map,
-)
+from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
+from Code.modeling.loading import load_student, load_teacher
+from Code.modeling.truncation import build_student_from_config, parse_student_layers, truncate_teacher
 from Code.training.distill_step import LossPlan
 
 
@@ -71,13 +64,7 @@ def build_models(args: argparse.Namespace, plan: LossPlan, device: torch.device,
     layer_map: list[tuple[int, int]] = []
     if teacher is not None:
         s_layers, t_layers = student.config.n_layer, teacher.config.n_layer
-        if args.layer_map and args.layer_map != "uniform":
-            layer_map = parse_layer_map(args.layer_map, s_layers)
-        elif student_layers is not None and not args.layer_map:
-            layer_map = default_layer_map(student_layers, t_layers)
-        else:
-            # Spread the student's layers evenly over the teacher's, last onto last (both after ln_f).
-            layer_map = [(i, round(i * t_layers / s_layers)) for i in range(1, s_layers + 1)]
+        layer_map, _ = resolve_layer_map(args.layer_map, student_layers, s_layers, t_layers)
         validate_layer_map(layer_map, s_layers, t_layers, student.config.n_embd, teacher_dim)
     return Models(teacher, student, student_layers, layer_map, teacher_dim)
 
