@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from Code.objectives.hidden import sample_positions, stack_layers
+from Code.objectives.masking import flat_mask, masked_mean
 
 
 class CriticConfigError(ValueError):
@@ -56,15 +57,6 @@ class BatchedCritic(nn.Module):
                 # a zeros tensor through every matmul; this saves ~25% of the matmuls of a critic update).
                 h = h * torch.where(h > 0, 1.0, self.negative_slope)
         return h.squeeze(-1)
-
-
-def _flat_mask(mask: Tensor) -> Tensor:
-    return mask.reshape(-1).to(torch.bool)
-
-
-def _masked_mean(values: Tensor, valid: Tensor) -> Tensor:
-    """Mean over the last dim of `(L, K)` at `valid` (K,) entries; a tensor count, so no host sync."""
-    return torch.where(valid, values, 0.0).sum(-1) / valid.sum().clamp(min=1)
 
 
 class CriticTrainer:
@@ -119,12 +111,12 @@ class CriticTrainer:
         k = ts.shape[1] // 2
         t, s = ts[:, :k], ts[:, k:]
         f_ts = self.critic(ts)
-        estimate = _masked_mean(f_ts[:, :k], valid) - _masked_mean(f_ts[:, k:], valid)
+        estimate = masked_mean(f_ts[:, :k], valid) - masked_mean(f_ts[:, k:], valid)
         eps = torch.rand(ts.shape[0], k, 1, generator=self.generator, device=ts.device)
         x_hat = torch.lerp(s, t, eps).requires_grad_(True)  # eps * t + (1 - eps) * s, one pass
         (grad,) = torch.autograd.grad(self.critic(x_hat).sum(), x_hat, create_graph=True)
         norm = torch.linalg.vector_norm(grad, dim=-1)
-        return estimate, _masked_mean((norm - 1.0) ** 2, valid)
+        return estimate, masked_mean((norm - 1.0) ** 2, valid)
 
     def _average_gradients(self) -> None:
         """Average critic gradients over ranks (one all-reduce) so every rank's critics stay identical."""
@@ -147,7 +139,7 @@ class CriticTrainer:
         Features are `L` tensors `(B, T, D)` (or one `(L, B, T, D)`); `mask` `(B, T)` marks real positions.
         Each step samples up to `max_samples` real positions (the same for every layer).
         """
-        valid_all = _flat_mask(mask).to(self.device)
+        valid_all = flat_mask(mask).to(self.device)
         n = valid_all.shape[0]
         ts_all = self._pack(teacher_feats, student_feats, n)
         estimate = torch.zeros(ts_all.shape[0], device=self.device)
@@ -182,23 +174,23 @@ class CriticTrainer:
         The critic runs on detached copies of its parameters (no weight-gradient work in backward, and
         nothing accumulates in `.grad` of the critics between their own steps).
         """
-        valid = _flat_mask(mask).to(self.device)
+        valid = flat_mask(mask).to(self.device)
         feats = stack_layers(student_feats, torch.float32)
         self._check_shapes(feats, feats, valid)
         params = ([w.detach() for w in self.critic.weights], [b.detach() for b in self.critic.biases])
         with torch.autocast(self.device.type, enabled=False):
-            return -_masked_mean(self.critic(feats, params), valid)
+            return -masked_mean(self.critic(feats, params), valid)
 
     @torch.no_grad()
     def estimate(self, teacher_feats: list[Tensor] | Tensor, student_feats: list[Tensor] | Tensor,
                  mask: Tensor) -> Tensor:
         """Per-layer E[f(teacher)] - E[f(student)] over all real positions, without training (for eval)."""
-        valid = _flat_mask(mask).to(self.device)
+        valid = flat_mask(mask).to(self.device)
         t = stack_layers(teacher_feats, torch.float32).to(self.device)
         s = stack_layers(student_feats, torch.float32).to(self.device)
         self._check_shapes(t, s, valid)
         with torch.autocast(self.device.type, enabled=False):
-            return _masked_mean(self.critic(t), valid) - _masked_mean(self.critic(s), valid)
+            return masked_mean(self.critic(t), valid) - masked_mean(self.critic(s), valid)
 
     @torch.no_grad()
     def _pack(self, teacher_feats: list[Tensor] | Tensor, student_feats: list[Tensor] | Tensor, n: int) -> Tensor:

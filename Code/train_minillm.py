@@ -29,6 +29,7 @@ from Code.instruction_data import clip_prompt, load_examples
 from Code.modeling.generation import prompt_budget
 from Code.modeling.student import DistillStudent
 from Code.objectives import logit as ll
+from Code.objectives.masking import label_mask, masked_mean
 from Code.objectives.minillm import Rollout, minillm_loss, rollout
 from Code.objectives.registry import parse_losses
 from Code.tokenization import load_tokenizer
@@ -87,9 +88,7 @@ def minillm_forward(engine, teacher, roll: Rollout, pt: dict[str, torch.Tensor] 
         labels = pt["labels"]
         rows = logits[n_roll:, : labels.shape[1]].reshape(-1, logits.shape[-1])
         flat = labels.reshape(-1)
-        keep = flat != -100
-        nll = ll.cross_entropy_rows(rows, flat)
-        pt_loss = torch.where(keep, nll, 0.0).sum() / keep.sum().clamp(min=1)
+        pt_loss = masked_mean(ll.cross_entropy_rows(rows, flat), label_mask(flat))
         parts["pt"] = pt_loss.detach()
         loss = loss + pt_weight * pt_loss
     if not bool(torch.isfinite(loss)):

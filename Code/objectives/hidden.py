@@ -12,18 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from Code.objectives.masking import masked_mean
+
 
 def stack_layers(feats: list[Tensor] | Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """`L` tensors of `(B, T, D)` (or one `(L, B, T, D)`) -> `(L, B*T, D)` in `dtype`."""
     if isinstance(feats, Tensor):
         return feats.reshape(feats.shape[0], -1, feats.shape[-1]).to(dtype)
     return torch.stack([f.reshape(-1, f.shape[-1]) for f in feats]).to(dtype)
-
-
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean over the last dim of `values` (..., N) at positions where `mask` (N,) is True."""
-    count = mask.sum().clamp(min=1)
-    return torch.where(mask, values, 0.0).sum(-1) / count
 
 
 def mse_per_layer(student: Tensor, teacher: Tensor, mask: Tensor, normalize: bool = False,
@@ -45,14 +41,14 @@ def mse_per_layer(student: Tensor, teacher: Tensor, mask: Tensor, normalize: boo
             var = torch.where(m, (teacher - mean) ** 2, 0.0).sum(1, keepdim=True) / count
             scale = torch.rsqrt(var + eps)
         diff = diff * scale
-    return _masked_mean(diff.pow(2).mean(-1), mask)
+    return masked_mean(diff.pow(2).mean(-1), mask)
 
 
 def cosine_per_layer(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     """1 - cosine similarity between matched vectors, averaged over real positions (DistilGPT2's loss)."""
     m = mask[None, :, None]
     cos = F.cosine_similarity(torch.where(m, student, 1.0), torch.where(m, teacher, 1.0), dim=-1, eps=1e-8)
-    return _masked_mean(1.0 - cos, mask)
+    return masked_mean(1.0 - cos, mask)
 
 
 def sample_positions(mask: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

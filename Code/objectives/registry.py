@@ -19,6 +19,7 @@ from torch import Tensor
 from Code.arguments import PRESETS
 from Code.objectives import hidden as hl
 from Code.objectives import logit as ll
+from Code.objectives.masking import label_mask, masked_mean
 
 if TYPE_CHECKING:
     from Code.critic import CriticTrainer
@@ -117,8 +118,7 @@ def _logit_rows(inputs: LossInputs, name: str, teacher: bool = True) -> tuple[Te
 
 def _token_mean(rows: Tensor, labels: Tensor) -> Tensor:
     """Average per-token values over positions whose label is not -100 (`where`: padding can't leak)."""
-    keep = labels != -100
-    return torch.where(keep, rows, 0.0).sum() / keep.sum().clamp(min=1)
+    return masked_mean(rows, label_mask(labels))
 
 
 def _lm(inputs: LossInputs) -> LossOutput:
