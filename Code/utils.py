@@ -52,7 +52,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """`auto`: this rank's GPU (LOCAL_RANK) when CUDA is there, else the CPU; `cpu`/`cuda` as asked.
+    """`auto`: this rank's GPU (LOCAL_RANK) when CUDA is there, else the CPU; `cpu`, `cuda`, `cuda:N` as asked.
 
     Asking for `cuda` on a machine without it is a one-line error, not a stack trace deep in a model.
     """
@@ -60,6 +60,8 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError(f"--device {requested}: no CUDA device is visible here; use --device cpu or auto")
+    if requested.startswith("cuda:"):
+        return torch.device(requested)
     local = int(os.environ.get("LOCAL_RANK", 0))
     torch.cuda.set_device(local)
     return torch.device("cuda", local)
