@@ -4,401 +4,92 @@
     python Code/data_download.py --dataset wikitext-103            # Hugging Face hub (or its cache)
     python Code/data_download.py --dataset text --train a.txt --valid b.txt --test c.txt --out-dir DIR
 
-Run with --help for every flag; the README's "Data" section explains them.
+Run with --help for every flag; the README's "Data" section explains them. This file is the command: it
+reads the flags and runs the steps, each in its own module (corpus_splits: documents per split;
+tokenizer_choice: the tokenizer; split_conversion: token files; data_layout: the folder's file names).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import re
 import sys
 import time
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 
-import numpy as np
-
-from Code import CODE_DIR, cnn_dataset  # noqa: E402
-from Code.hub import hub_reachable  # noqa: E402
-from Code.indexed_dataset import IndexedDataset, IndexedDatasetBuilder, IndexedDatasetError, best_dtype  # noqa: E402
-from Code.tokenization import (  # noqa: E402
-    Doc,
-    HubUnreachableError,
-    encode_documents,
-    load_tokenizer,
-    save_tokenizer,
-    tokenizer_fingerprint,
-    train_bpe_tokenizer,
-)
-
-SPLITS = ("train", "valid", "test")
-FORMAT = "megatron-mmidx-v1"  # bump when the bytes written for the same inputs change
-HUB = {  # name: (hub id, config, kind)
-    "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1", "wikitext"),
-    "wikitext-2": ("Salesforce/wikitext", "wikitext-2-raw-v1", "wikitext"),
-    "openwebtext": ("Skylion007/openwebtext", None, "field"),
-    "dolly": ("databricks/databricks-dolly-15k", None, "dolly"),
-    "cnn_dailymail": (cnn_dataset.HUB_ID, cnn_dataset.CONFIG, "cnn"),
-}
-LOCAL = {"text": "text", "jsonl": "field"}
-HUB_SPLIT_NAMES = {"train": "train", "validation": "valid", "valid": "valid", "test": "test"}
-DOLLY_HEAD = (
-    "Below is an instruction that describes a task{}. Write a response that appropriately completes the request."
-)
-OFFLINE_HOW = "python Code/data_download.py --dataset text --train FILE... [--valid FILE... --test FILE...]"
+from Code import CODE_DIR
+from Code.cli import cli_main
+from Code.corpus_splits import HUB, LOCAL, carve_missing, load_source
+from Code.data_layout import META, SPLITS
+from Code.indexed_dataset import best_dtype
+from Code.split_conversion import FORMAT, docs_fingerprint, split_is_current, write_split
+from Code.tokenization import tokenizer_fingerprint
+from Code.tokenizer_choice import pick_tokenizer
 
 
-class SourceError(ValueError):
-    """A corpus that cannot be read or split as asked."""
-
-
-# ---- sources -----------------------------------------------------------------------------------
-
-# A WikiText level-1 heading " = Title = " (not " = = Section = = "): one article per heading.
-_TITLE = re.compile(r"^ ?= (?!=)(.*[^=\s]) = ?$")
-
-
-def split_documents(lines) -> list[str]:
-    """Documents of one text: a WikiText article per level-1 heading when the text has any, else a
-    block per run of non-blank lines. Lines are kept verbatim (with their newlines) except the blank
-    lines around each document, so a document decodes back to exactly its lines."""
-    lines = list(lines)
-    articles = any(_TITLE.match(line.rstrip("\r\n")) for line in lines)
-    docs: list[str] = []
-    current: list[str] = []
-
-    def flush() -> None:
-        while current and not current[-1].strip():
-            current.pop()
-        if current:
-            docs.append("".join(current))
-        current.clear()
-
-    for line in lines:
-        blank = not line.strip()
-        if articles and _TITLE.match(line.rstrip("\r\n")):
-            flush()
-        elif not articles and blank:
-            flush()
-            continue
-        if blank and not current:  # no leading blank lines
-            continue
-        current.append(line)
-    flush()
-    return docs
-
-
-
-def read_text_documents(paths: Sequence[Path]) -> list[str]:
-    """Documents of plain-text files, split per file (WikiText articles or blank-line blocks)."""
-    docs: list[str] = []
-    for p in paths:
-        try:
-            text = Path(p).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SourceError(f"no such file: {p}") from None
-        except UnicodeDecodeError as e:
-            raise SourceError(f"{p} is not UTF-8 text (byte {e.start}): convert it to UTF-8 first") from None
-        found = split_documents(text.splitlines(keepends=True))
-        if not found:
-            raise SourceError(f"{p} holds no text")
-        docs.extend(found)
-    return docs
-
-
-def read_jsonl(paths: Sequence[Path]) -> list[dict]:
-    """Records of JSON-lines files (one object per line; a file holding one JSON list also works)."""
-    records: list[dict] = []
-    for p in paths:
-        try:
-            text = Path(p).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SourceError(f"no such file: {p}") from None
-        try:
-            if text.lstrip().startswith("["):
-                records.extend(json.loads(text))
-            else:
-                records.extend(json.loads(line) for line in text.splitlines() if line.strip())
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{p} is not JSON lines ({e.msg} at line {e.lineno}): one object per line") from None
-    return records
-
-
-def load_hub_dataset(
-    hub_id: str, config: str | None, label: str, max_docs: int | None = None, cache_dir: str | None = None
-) -> dict[str, list]:
-    """All splits of a hub dataset as lists of records (train/valid/test names), from the hub or its cache.
-
-    Offline, the hub libraries are switched to offline mode first so this fails in seconds."""
-    online = hub_reachable()
-    import datasets
-
-    datasets.logging.set_verbosity_error()
+def previous_meta(path: Path, overwrite: bool) -> dict:
+    """The folder's meta.json from an earlier run ({} when absent, unreadable or --overwrite)."""
+    if overwrite or not path.is_file():
+        return {}
     try:
-        if max_docs and online:  # stream: a subset should not download the whole corpus
-            dd = datasets.load_dataset(hub_id, config, streaming=True, cache_dir=cache_dir)
-            return {
-                HUB_SPLIT_NAMES[s]: list(islice(dd[s], max_docs)) for s in dd if s in HUB_SPLIT_NAMES
-            }
-        dd = datasets.load_dataset(hub_id, config, cache_dir=cache_dir)
-    except Exception as e:  # the hub stack raises many types; each becomes one line
-        if not online:
-            raise HubUnreachableError(
-                f"the Hugging Face hub is unreachable and {label} ({hub_id}) is not in the local datasets "
-                f"cache; offline, convert local files instead: {OFFLINE_HOW}"
-            ) from None
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise SourceError(f"cannot load {hub_id} {config or ''} from the hub: {first}") from None
-    out: dict[str, list] = {}
-    for s in dd:
-        if s in HUB_SPLIT_NAMES:
-            ds = dd[s] if not max_docs else dd[s].select(range(min(max_docs, len(dd[s]))))
-            out[HUB_SPLIT_NAMES[s]] = ds.to_list()
-    return out
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
 
 
-def format_dolly(record: dict) -> tuple[str, str]:
-    """(prompt, response) of a databricks-dolly-15k record, in the Alpaca template MiniLLM uses."""
-    try:
-        instruction, response = record["instruction"].strip(), record["response"].strip()
-    except (KeyError, AttributeError):
-        raise SourceError(f"dolly record lacks 'instruction'/'response' (has {sorted(record)})") from None
-    context = (record.get("context") or "").strip()
-    if context:
-        head = DOLLY_HEAD.format(", paired with an input that provides further context")
-        prompt = f"{head}\n\n### Instruction:\n{instruction}\n\n### Input:\n{context}\n\n### Response:\n"
-    else:
-        prompt = f"{DOLLY_HEAD.format('')}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-    return prompt, response
-
-
-def records_to_docs(kind: str, records: list, text_field: str = "text") -> list[Doc]:
-    if kind == "wikitext":  # hub WikiText rows are lines; articles are rebuilt from the headings
-        return split_documents(r["text"] for r in records)
-    if kind == "dolly":
-        return [format_dolly(r) for r in records]
-    if kind == "cnn":
-        return [cnn_dataset.format_record(r) for r in records]
-    docs = []
-    for i, r in enumerate(records):
-        value = r.get(text_field) if isinstance(r, dict) else None
-        if not isinstance(value, str):
-            have = sorted(r) if isinstance(r, dict) else type(r).__name__
-            raise SourceError(f"record {i} has no text field {text_field!r} (has {have}): pass --text-field NAME")
-        docs.append(value)
-    return docs
-
-
-def load_source(args) -> tuple[dict[str, list[Doc]], dict[str, list[dict]], str]:
-    """Documents per split, the raw records per split (record datasets only) and a description."""
-    files = {s: getattr(args, s) for s in SPLITS if getattr(args, s)}
-    if args.dataset in LOCAL or files:
-        if "train" not in files:
-            raise SourceError(f"--dataset {args.dataset} with local files needs --train FILE...")
-        kind = LOCAL.get(args.dataset) or HUB[args.dataset][2]
-        if kind == "wikitext":
-            kind = "text"
-        raw = {s: (None if kind == "text" else read_jsonl(f)) for s, f in files.items()}
-        where = "local " + ("text" if kind == "text" else "JSON-lines") + " files"
-    else:
-        hub_id, config, kind = HUB[args.dataset]
-        hub_id, config = args.hub_id or hub_id, args.hub_config or config
-        raw = load_hub_dataset(hub_id, config, args.dataset, args.max_docs, args.cache_dir)
-        where = f"{hub_id}{' ' + config if config else ''} (Hugging Face datasets)"
-        if "train" not in raw:
-            raise SourceError(f"{hub_id} has no train split (has {sorted(raw)})")
-    docs, records = {}, {}
-    for s, rows in raw.items():
-        if rows is None:
-            docs[s] = read_text_documents(files[s])
-        else:
-            docs[s] = records_to_docs(kind, rows, args.text_field)
-            if kind in ("dolly", "cnn"):
-                records[s] = rows
-        if args.max_docs:
-            docs[s] = docs[s][: args.max_docs]
-            if s in records:
-                records[s] = records[s][: args.max_docs]
-        if not docs[s]:
-            raise SourceError(f"the {s} split of {args.dataset} has no documents")
-    return docs, records, f"{args.dataset}: {where}"
-
-
-def carve_indices(n: int, missing: Sequence[str], fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Document indices of train and each missing split: round(fraction * n) (at least 1) documents
-    each, drawn by a permutation seeded by `seed`; every split keeps the original document order."""
-    if not 0 < fraction < 0.5:
-        raise SourceError(f"--valid-fraction must be between 0 and 0.5, got {fraction}")
-    k = max(1, round(n * fraction))
-    if n < k * len(missing) + 1:
-        raise SourceError(
-            f"train has {n} documents, too few to carve {'/'.join(missing)} from it: pass --valid/--test files"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    out = {s: np.sort(perm[j * k : (j + 1) * k]) for j, s in enumerate(missing)}
-    out["train"] = np.sort(perm[len(missing) * k :])
-    return out
-
-
-def docs_fingerprint(docs: Sequence[Doc], *extra: str) -> str:
-    """sha256 of the documents (and of `extra`: tokenizer hash, format); length-prefixed, so unambiguous."""
-    h = hashlib.sha256("\0".join(extra).encode())
-    for d in docs:
-        for part in d if isinstance(d, tuple) else (d,):
-            b = part.encode("utf-8")
-            h.update(len(b).to_bytes(8, "little") + (b"P" if isinstance(d, tuple) else b"T") + b)
-    return h.hexdigest()
-
-
-# ---- conversion --------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def convert_split(
-    docs: Sequence[Doc], tok, prefix: Path, workers: int = 0, desc: str = "", progress: bool = True
-) -> dict:
-    """Tokenize `docs` (EOS after each) into `<prefix>.bin/.idx`; returns tokens, documents, sha256,
-    seconds, and `prompt_lengths` (np.int32 per document) when documents are (prompt, response) pairs."""
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    tokens = 0
-    prompt_lengths: list[int] = []
-    with (
-        IndexedDatasetBuilder(prefix, best_dtype(len(tok))) as builder,
-        tqdm(total=len(docs), desc=desc, unit="doc", mininterval=0.5, file=sys.stderr, leave=False,
-             disable=not progress) as bar,
-    ):
-        for batch in encode_documents(tok, docs, workers=workers):
-            for ids, plen in batch:
-                builder.add_document(ids)
-                tokens += len(ids)
-                if plen is not None:
-                    prompt_lengths.append(plen)
-            bar.update(len(batch))
-            bar.set_postfix_str(f"{tokens / (time.perf_counter() - t0):,.0f} tok/s", refresh=False)
-        info = builder.finalize()
-    info["seconds"] = round(time.perf_counter() - t0, 3)
-    if prompt_lengths:
-        info["prompt_lengths"] = np.asarray(prompt_lengths, dtype=np.int32)
-    return info
-
-
-def pick_tokenizer(args, train_docs: Sequence[Doc], out: Path, old: dict):
-    """The tokenizer to use (trained, reused or loaded) and its name for meta.json; always saved in
-    `<out>/tokenizer/`."""
-    tok_dir = out / "tokenizer"
-    if args.train_tokenizer:
-        fp = docs_fingerprint(train_docs, f"bpe-{args.train_tokenizer}")
-        name = f"byte-level BPE {args.train_tokenizer} (trained on this train split)"
-        if old.get("tokenizer_training") == fp and tok_dir.is_dir():
-            return load_tokenizer(str(tok_dir)), name, fp
-        texts = (d if isinstance(d, str) else d[0] + d[1] for d in train_docs)
-        print(f"training a byte-level BPE of {args.train_tokenizer} tokens on {len(train_docs)} documents",
-              file=sys.stderr)
-        return train_bpe_tokenizer(texts, args.train_tokenizer, tok_dir), name, fp
-    tok = load_tokenizer(args.tokenizer)
-    if old.get("tokenizer_sha256") != tokenizer_fingerprint(tok) or not tok_dir.is_dir():
-        save_tokenizer(tok, tok_dir)
-    return tok, args.tokenizer, None
-
-
-def _reusable(info: dict | None, fp: str, prefix: Path) -> bool:
-    if not info or info.get("input_fingerprint") != fp:
-        return False
-    try:
-        ds = IndexedDataset(prefix)
-    except IndexedDatasetError:
-        return False
-    extras = [info[k] for k in ("prompt_lengths", "records") if k in info]
-    return (ds.num_tokens, len(ds)) == (info["tokens"], info["documents"]) and all(
-        (prefix.parent / name).is_file() for name in extras
-    )
-
-
-def run(args) -> int:
-    t0 = time.perf_counter()
-    docs, records, source = load_source(args)
-    missing = [s for s in SPLITS if s not in docs]
-    if missing:
-        idx = carve_indices(len(docs["train"]), missing, args.valid_fraction, args.seed)
-        for table in (docs, records):
-            if "train" in table:
-                full = table["train"]
-                for s, ix in idx.items():
-                    table[s] = [full[i] for i in ix]
-        print(f"carved {', '.join(missing)} from train ({len(idx[missing[0]])} documents each, seed {args.seed})",
-              file=sys.stderr)
-    name = args.dataset if args.dataset not in LOCAL else Path(args.train[0]).resolve().parent.name
-    out = args.out_dir or CODE_DIR / "data" / name
-    out.mkdir(parents=True, exist_ok=True)
-    meta_path = out / "meta.json"
-    old: dict = {}
-    if meta_path.is_file() and not args.overwrite:
-        try:
-            old = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            old = {}
-    tok, tok_name, training_fp = pick_tokenizer(args, docs["train"], out, old)
-    tok_fp = tokenizer_fingerprint(tok)
+def new_meta(source: str, tok, tok_name: str, training_fp: str | None, carved: list[str], args) -> dict:
     dtype = best_dtype(len(tok))
     meta = {
         "format": FORMAT, "source": source, "tokenizer": tok_name, "tokenizer_dir": "tokenizer",
-        "tokenizer_sha256": tok_fp, "vocab_size": len(tok), "eos_id": tok.eos_token_id, "dtype": dtype.name,
+        "tokenizer_sha256": tokenizer_fingerprint(tok), "vocab_size": len(tok), "eos_id": tok.eos_token_id,
+        "dtype": dtype.name,
         "documents": "text: WikiText article per ' = Title = ' heading, else blank-line block; records: one each",
-        "eos_after_each_document": True, "carved": missing, "valid_fraction": args.valid_fraction,
+        "eos_after_each_document": True, "carved": carved, "valid_fraction": args.valid_fraction,
         "seed": args.seed, "splits": {},
     }
     if training_fp:
         meta["tokenizer_training"] = training_fp
-    fps = {s: docs_fingerprint(docs[s], FORMAT, tok_fp, dtype.name) for s in SPLITS}
-    for s in SPLITS:  # keep what is still valid, so an interrupted rerun never loses finished splits
-        if _reusable(old.get("splits", {}).get(s), fps[s], out / s):
+    return meta
+
+
+def convert_splits(out: Path, docs: dict, records: dict, tok, meta: dict, old: dict, workers: int) -> None:
+    """Convert each split not already up to date, rewriting meta.json after each, so an interrupted rerun
+    never loses finished splits."""
+    from Code.utils import atomic_write_json  # imports torch: paid only once the conversion starts
+
+    fps = {s: docs_fingerprint(docs[s], FORMAT, meta["tokenizer_sha256"], meta["dtype"]) for s in SPLITS}
+    for s in SPLITS:
+        if split_is_current(old.get("splits", {}).get(s), fps[s], out / s):
             meta["splits"][s] = old["splits"][s]
-    write_json(meta_path, meta)
+    atomic_write_json(out / META, meta)
     for s in SPLITS:
         if s in meta["splits"]:
             print(f"{s}: up to date ({meta['splits'][s]['tokens']:,} tokens), skipped; --overwrite redoes it",
                   file=sys.stderr)
             continue
-        info = convert_split(docs[s], tok, out / s, workers=args.workers, desc=s)
-        info["input_fingerprint"] = fps[s]
-        plens = info.pop("prompt_lengths", None)
-        if plens is not None:  # prompt lengths for masking: <split>_prompt_len.npy, int32 per document
-            write_atomic(out / f"{s}_prompt_len.npy", _npy_bytes(plens))
-            info["prompt_lengths"] = f"{s}_prompt_len.npy"
-        if s in records:  # the raw fields (instruction/context/response, article/highlights) per document
-            lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records[s])
-            write_atomic(out / f"{s}_records.jsonl", lines.encode("utf-8"))
-            info["records"] = f"{s}_records.jsonl"
+        info = write_split(out, s, docs[s], records.get(s), tok, fps[s], workers=workers)
         meta["splits"][s] = info
-        write_json(meta_path, meta)
+        atomic_write_json(out / META, meta)
         rate = info["tokens"] / max(info["seconds"], 1e-3)
         print(f"{s}: {info['documents']:,} documents, {info['tokens']:,} tokens in {info['seconds']:.1f}s "
               f"({rate:,.0f} tok/s)", file=sys.stderr)
-    print(f"wrote {out} ({dtype.name}, vocab {len(tok)}, eos {tok.eos_token_id}) in {time.perf_counter() - t0:.1f}s")
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    docs, records, source = load_source(args)
+    carved = carve_missing(docs, records, args.valid_fraction, args.seed)
+    name = args.dataset if args.dataset not in LOCAL else Path(args.train[0]).resolve().parent.name
+    out = args.out_dir or CODE_DIR / "data" / name
+    out.mkdir(parents=True, exist_ok=True)
+    old = previous_meta(out / META, args.overwrite)
+    tok, tok_name, training_fp = pick_tokenizer(args.tokenizer, args.train_tokenizer, docs["train"],
+                                                out / "tokenizer", old)
+    meta = new_meta(source, tok, tok_name, training_fp, carved, args)
+    convert_splits(out, docs, records, tok, meta, old, args.workers)
+    print(f"wrote {out} ({meta['dtype']}, vocab {len(tok)}, eos {tok.eos_token_id}) in {time.perf_counter() - t0:.1f}s")
     return 0
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -438,14 +129,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as e:  # every input problem is one of ours: one line, no traceback
-        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; finished splits are kept, rerun the same command to continue", file=sys.stderr)
-        return 130
+    # every input problem is one of ours (ValueError, OSError): one line, no traceback
+    return cli_main(lambda: run(args), (ValueError, OSError),
+                    "finished splits are kept, rerun the same command to continue")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,10 @@ class IndexedDatasetBuilder:
             f.write(sizes.tobytes())
             f.write(pointers.tobytes())
             f.write(doc_idx.tobytes())
-        # .bin first: an .idx only ever sits next to the .bin it describes once both renames are done
+        # Its own renames, not Code.utils.atomic_write: the .bin is streamed into its temp file document by
+        # document long before the index exists, and the two files must land together, so both temps are
+        # complete before either rename. .bin first: an .idx only ever sits next to the .bin it describes once
+        # both renames are done (and a stale pair is caught on open: sizes vs bytes).
         os.replace(self._bin_tmp, self.bin_path)
         os.replace(self._idx_tmp, self.idx_path)
         return {"tokens": int(sizes.sum(dtype=np.int64)), "documents": n, "sha256": self._sha.hexdigest()}

@@ -1,4 +1,5 @@
-"""Instruction (prompt/response) views of a data folder converted with `data_download.py --dataset dolly`.
+"""Prompt/response views (`--task prompt`, alias `dolly`) of a data folder converted with
+`data_download.py --dataset dolly` (or `cnn_dailymail`, or written by `seqkd_generate.py`).
 
 Each document there is `prompt tokens + response tokens + EOS`, and `<split>_prompt_len.npy` holds the
 prompt's token count per document (named by `meta.json`'s `splits.<split>.prompt_lengths`). From that:
@@ -24,10 +25,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from Code.data_layout import META
 from Code.indexed_dataset import IndexedDataset
 from Code.lm_datasets import LMBlocks, load_meta, open_split
 
 HOW = "convert the records with python Code/data_download.py --dataset dolly [--train FILE.jsonl ...]"
+# `--task` names of prompt/response training (the prompt masked out of the labels): the canonical name first,
+# then `dolly`, the name it had before, which means the same
+PROMPT_TASKS = ("prompt", "dolly")
+
+
+def is_prompt_task(task: str | None) -> bool:
+    """Whether `--task` names prompt/response data with the prompt masked out of the labels (`prompt`, `dolly`)."""
+    return task in PROMPT_TASKS
 
 
 class InstructionDataError(ValueError):
@@ -39,8 +49,8 @@ def prompt_lengths(data_dir: str | Path, split: str, documents: int | None = Non
     info = load_meta(data_dir).get("splits", {}).get(split, {})
     name = info.get("prompt_lengths")
     if not name:
-        raise InstructionDataError(f"--task dolly needs prompt/response data, but {Path(data_dir) / 'meta.json'} "
-                                   f"has no prompt lengths for split {split!r}: {HOW}")
+        raise InstructionDataError(f"--task prompt (or --task dolly) needs prompt/response data, but "
+                                   f"{Path(data_dir) / META} has no prompt lengths for split {split!r}: {HOW}")
     path = Path(data_dir) / name
     if not path.is_file():
         raise InstructionDataError(f"prompt lengths file {path} is missing: {HOW} --overwrite")
@@ -83,9 +93,10 @@ class PromptMaskedBlocks(Dataset):
 
 
 def task_blocks(data_dir: str | Path, split: str, seq_len: int, task: str) -> Dataset:
-    """Training/validation blocks of a split: plain `LMBlocks` (task lm) or `PromptMaskedBlocks` (dolly)."""
+    """Training/validation blocks of a split: plain `LMBlocks` (task lm) or `PromptMaskedBlocks` (task
+    prompt, alias dolly)."""
     data = open_split(data_dir, split)
-    if task == "dolly":
+    if is_prompt_task(task):
         return PromptMaskedBlocks(data, prompt_lengths(data_dir, split, len(data)), seq_len)
     return LMBlocks(data, seq_len)
 

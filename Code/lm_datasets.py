@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from Code.data_layout import META
 from Code.indexed_dataset import IndexedDataset
 
-SPLITS = ("train", "valid", "test")
 HOW = "create it with python Code/data_download.py (offline: --dataset text --train FILE --out-dir DIR)"
 
 
@@ -30,7 +30,7 @@ class DataTooSmallError(ValueError):
 
 def load_meta(data_dir: str | Path) -> dict:
     """The folder's meta.json (source, tokenizer, vocab_size, eos_id, dtype, splits)."""
-    path = Path(data_dir) / "meta.json"
+    path = Path(data_dir) / META
     if not path.is_file():
         raise DataNotFoundError(f"no converted data at {path}: {HOW}")
     try:
@@ -46,7 +46,7 @@ def open_split(data_dir: str | Path, split: str) -> IndexedDataset:
     info = meta.get("splits", {}).get(split)
     if info is None:
         have = ", ".join(meta.get("splits", {})) or "none"
-        raise DataNotFoundError(f"split {split!r} not in {Path(data_dir) / 'meta.json'} (has: {have}): {HOW}")
+        raise DataNotFoundError(f"split {split!r} not in {Path(data_dir) / META} (has: {have}): {HOW}")
     ds = IndexedDataset(Path(data_dir) / split)
     if ds.num_tokens != info.get("tokens", ds.num_tokens):
         raise DataNotFoundError(

@@ -10,18 +10,20 @@ documents `prompt + teacher response + EOS`, `train_prompt_len.npy`, `train_reco
 `response` replaced by the teacher's, the original kept as `reference`), the source's `valid`/`test`
 splits copied unchanged (validation and ROUGE-L stay against human references), `tokenizer/` and
 `meta.json` (written last, so a killed run never leaves a folder that looks complete).
+
+Every file is written under a temporary name and renamed into place (Code.utils.atomic_write*, replace_dir).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-SPLITS = ("train", "valid", "test")
+from Code.data_layout import META, write_prompt_side_files
 
 
 class SeqKDError(ValueError):
@@ -47,86 +49,101 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _copy_split(src: Path, dst: Path, split: str, info: dict) -> None:
-    for name in (f"{split}.bin", f"{split}.idx", info.get("prompt_lengths"), info.get("records")):
-        if name and (src / name).is_file():
-            tmp = dst / f".{name}.tmp"
-            shutil.copyfile(src / name, tmp)
-            tmp.replace(dst / name)
-
-
-def run(args: argparse.Namespace) -> Path:
-    import numpy as np
-    import torch
-
-    from Code.indexed_dataset import IndexedDatasetBuilder, best_dtype
-    from Code.instruction_data import load_examples
-    from Code.lm_datasets import check_vocab, load_meta
-    from Code.modeling.generation import generate_responses
-    from Code.modeling.loading import load_teacher
-    from Code.tokenization import load_tokenizer
-    from Code.utils import atomic_write_json, atomic_write_text
-
-    src, out = Path(args.data_dir), Path(args.out_dir)
+def _check(args: argparse.Namespace, src: Path, out: Path) -> None:
     if src.resolve() == out.resolve():
         raise SeqKDError("--out-dir must differ from --data-dir: the source keeps its human responses")
-    if (out / "meta.json").exists() and not args.overwrite:
+    if (out / META).exists() and not args.overwrite:
         raise SeqKDError(f"{out} already holds data: pass --overwrite to regenerate it")
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise SeqKDError("--max-new-tokens and --batch-size must be positive")
-    meta = load_meta(src)
-    examples = load_examples(src, args.split, args.max_examples)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+
+
+def teacher_responses(args: argparse.Namespace, meta: dict, examples: list) -> tuple[list[list[int]], float]:
+    """The teacher's response ids to each example's prompt, and the seconds generation took."""
+    import torch
+
+    from Code.lm_datasets import check_vocab
+    from Code.modeling.generation import generate_responses
+    from Code.modeling.loading import load_teacher
+    from Code.utils import pick_device
+
+    device = pick_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     teacher = load_teacher(args.teacher, device=device, dtype=dtype)
     check_vocab(meta, teacher.config.vocab_size, f"teacher {args.teacher}")
-    tokenizer = load_tokenizer(str(src / "tokenizer"))
-    eos = int(meta["eos_id"])
-
     t0 = time.perf_counter()
     print(f"teacher {args.teacher}: answering {len(examples)} {args.split} prompts "
           f"({'sampled' if args.sample else 'greedy'}, up to {args.max_new_tokens} tokens) on {device}",
           file=sys.stderr)
-    responses = generate_responses(teacher, [e.prompt for e in examples], eos, args.max_new_tokens,
+    responses = generate_responses(teacher, [e.prompt for e in examples], int(meta["eos_id"]), args.max_new_tokens,
                                    batch_size=args.batch_size, do_sample=args.sample, temperature=args.temperature,
                                    top_p=args.top_p, seed=args.seed, max_prompt_len=args.max_prompt_len,
                                    device=device)
-    seconds = time.perf_counter() - t0
+    return responses, time.perf_counter() - t0
+
+
+def _copy_tokenizer(src: Path, out: Path) -> None:
+    from Code.utils import replace_dir
+
+    tmp = out / f".tokenizer.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src / "tokenizer", tmp)
+    replace_dir(tmp, out / "tokenizer")
+
+
+def _copy_split(src: Path, dst: Path, split: str, info: dict) -> None:
+    from Code.utils import atomic_write
+
+    for name in (f"{split}.bin", f"{split}.idx", info.get("prompt_lengths"), info.get("records")):
+        if name and (src / name).is_file():
+            atomic_write(dst / name, lambda tmp, name=name: shutil.copyfile(src / name, tmp))
+
+
+def _write_split(args: argparse.Namespace, out: Path, meta: dict, examples: list, responses: list, tokenizer) -> dict:
+    """`prompt + teacher response + EOS` per example as the split's token files, plus its side files (the
+    records carry the teacher's text as `response`, the original as `reference`); returns its meta entry."""
+    import numpy as np
+
+    from Code.indexed_dataset import IndexedDatasetBuilder, best_dtype
+
+    eos = int(meta["eos_id"])
+    with IndexedDatasetBuilder(out / args.split, best_dtype(int(meta["vocab_size"]))) as builder:
+        for e, r in zip(examples, responses, strict=True):
+            builder.add_document(np.asarray(e.prompt + r + [eos], dtype=np.int64))
+        info = builder.finalize()
+    records = [{**e.record, "response": tokenizer.decode(r, skip_special_tokens=True), "reference": e.reference}
+               for e, r in zip(examples, responses, strict=True)]
+    info.update(write_prompt_side_files(out, args.split, [len(e.prompt) for e in examples], records))
+    return info
+
+
+def run(args: argparse.Namespace) -> Path:
+    from Code.instruction_data import load_examples
+    from Code.lm_datasets import load_meta
+    from Code.tokenization import load_tokenizer
+    from Code.utils import atomic_write_json
+
+    src, out = Path(args.data_dir), Path(args.out_dir)
+    _check(args, src, out)
+    meta = load_meta(src)
+    examples = load_examples(src, args.split, args.max_examples)
+    tokenizer = load_tokenizer(str(src / "tokenizer"))
+    responses, seconds = teacher_responses(args, meta, examples)
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)  # the folder is incomplete until the new meta is written
-    tok_dir = out / "tokenizer"
-    if tok_dir.exists():
-        shutil.rmtree(tok_dir)
-    shutil.copytree(src / "tokenizer", tok_dir)
+    (out / META).unlink(missing_ok=True)  # the folder is incomplete until the new meta is written
+    _copy_tokenizer(src, out)
     new_meta = {**meta, "source": f"seqkd: {args.teacher} answering {meta.get('source', src)}",
                 "seqkd": {"teacher": args.teacher, "source_data_dir": str(src.resolve()), "split": args.split,
                           "max_new_tokens": args.max_new_tokens, "sample": args.sample,
                           "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                           "seconds": round(seconds, 2)},
-                "splits": {}}
-    with IndexedDatasetBuilder(out / args.split, best_dtype(int(meta["vocab_size"]))) as builder:
-        for e, r in zip(examples, responses, strict=True):
-            builder.add_document(np.asarray(e.prompt + r + [eos], dtype=np.int64))
-        info = builder.finalize()
-    plens = np.asarray([len(e.prompt) for e in examples], dtype=np.int32)
-    tmp = out / f".{args.split}_prompt_len.npy.tmp"
-    with open(tmp, "wb") as handle:
-        np.save(handle, plens)
-    tmp.replace(out / f"{args.split}_prompt_len.npy")
-    lines = []
-    for e, r in zip(examples, responses, strict=True):
-        text = tokenizer.decode(r, skip_special_tokens=True)
-        lines.append(json.dumps({**e.record, "response": text, "reference": e.reference}, ensure_ascii=False))
-    atomic_write_text(out / f"{args.split}_records.jsonl", "\n".join(lines) + "\n")
-    new_meta["splits"][args.split] = {**info, "prompt_lengths": f"{args.split}_prompt_len.npy",
-                                      "records": f"{args.split}_records.jsonl"}
+                "splits": {args.split: _write_split(args, out, meta, examples, responses, tokenizer)}}
     for split, split_info in meta.get("splits", {}).items():
         if split != args.split:
             _copy_split(src, out, split, split_info)
             new_meta["splits"][split] = split_info
-    atomic_write_json(out / "meta.json", new_meta)
+    atomic_write_json(out / META, new_meta)
     mean_len = sum(len(r) for r in responses) / max(1, len(responses))
     print(f"wrote {out}: {len(examples)} teacher responses (mean {mean_len:.1f} tokens) in {seconds:.1f}s")
     return out

@@ -1,4 +1,5 @@
-"""Tokenizers for the data pipeline: load (with an offline GPT-2 fallback), train a small BPE, encode fast.
+"""Tokenizers for the data pipeline: load (with an offline GPT-2 fallback), train a small BPE, save, fingerprint.
+Encoding documents with one is `doc_encoding.py`'s job.
 
 transformers is imported inside the functions that need it: it costs seconds, and the CLI should answer
 `--help` or "hub unreachable" without paying for it.
@@ -9,22 +10,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from pathlib import Path
-
-import numpy as np
 
 from Code.hub import hub_reachable
 
 GPT2_NAMES = ("gpt2", "openai-community/gpt2")
 EOS = "<|endoftext|>"
-# A document is plain text, or a (prompt, response) pair whose prompt length is kept for masking.
-Doc = str | tuple[str, str]
 
 _FALLBACK_NOTED = False
 
@@ -123,106 +118,20 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
 
 
 def save_tokenizer(tok, out_dir: Path) -> None:
-    """save_pretrained into a temp folder, then swap it in, so a killed run leaves the old one whole."""
+    """save_pretrained into a temp folder beside `out_dir`, then swap it in: a killed run leaves the old one whole."""
+    from Code.utils import replace_dir  # imports torch: paid only here, never by --help or an early error
+
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tok.save_pretrained(str(tmp))
-    old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        tok.save_pretrained(str(tmp))
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def tokenizer_fingerprint(tok) -> str:
     """sha256 of the full tokenizer definition (vocab, merges, normalizers, special tokens)."""
     return hashlib.sha256(tok.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
-
-
-# ---- batch encoding -------------------------------------------------------------------------------
-
-_WORKER: dict = {}
-
-
-def _worker_init(tokenizer_json: str) -> None:
-    from tokenizers import Tokenizer
-
-    _WORKER["tok"] = Tokenizer.from_str(tokenizer_json)
-
-
-def _encode(backend, docs: Sequence[Doc], eos_id: int) -> list[tuple[np.ndarray, int | None]]:
-    """One batch: texts (and prompts/responses) in one parallel call; EOS appended per document."""
-    texts: list[str] = []
-    for d in docs:
-        texts.extend(d if isinstance(d, tuple) else (d,))
-    ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    out: list[tuple[np.ndarray, int | None]] = []
-    k = 0
-    for d in docs:
-        if isinstance(d, tuple):
-            prompt, response = ids[k], ids[k + 1]
-            k += 2
-            out.append((np.array(prompt + response + [eos_id], dtype=np.int64), len(prompt)))
-        else:
-            out.append((np.array(ids[k] + [eos_id], dtype=np.int64), None))
-            k += 1
-    return out
-
-
-def _worker_encode(args: tuple[Sequence[Doc], int]) -> list[tuple[np.ndarray, int | None]]:
-    return _encode(_WORKER["tok"], *args)
-
-
-def _batches(docs: Iterable[Doc], batch_chars: int, max_docs: int = 8192) -> Iterator[list[Doc]]:
-    batch: list[Doc] = []
-    size = 0
-    for d in docs:
-        batch.append(d)
-        size += len(d) if isinstance(d, str) else len(d[0]) + len(d[1])
-        if size >= batch_chars or len(batch) >= max_docs:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def encode_documents(
-    tok, docs: Iterable[Doc], workers: int = 0, batch_chars: int = 1 << 22
-) -> Iterator[list[tuple[np.ndarray, int | None]]]:
-    """Yield, batch by batch and in order, `(token ids + EOS, prompt length or None)` per document.
-
-    workers=0 encodes in this process with the tokenizers library's own thread pool (every core);
-    workers=N>0 uses N processes with one thread each. Special tokens are not added (no BOS): GPT-2
-    style LM data is documents separated by EOS.
-    """
-    eos_id = tok.eos_token_id
-    backend = tok.backend_tokenizer
-    if workers <= 0:
-        # The Rust call releases the GIL: encode batch k+1 in a helper thread while the caller stores
-        # batch k, so the serial Python part (ids -> arrays -> file) hides behind the parallel part.
-        with ThreadPoolExecutor(max_workers=1) as ahead:
-            pending = None
-            for batch in _batches(docs, batch_chars):
-                future = ahead.submit(_encode, backend, batch, eos_id)
-                if pending is not None:
-                    yield pending.result()
-                pending = future
-            if pending is not None:
-                yield pending.result()
-        return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    chunk = max(1 << 16, batch_chars // (4 * workers))  # several chunks per worker keep all busy
-    # one thread per worker; set only while forking so this process keeps its own thread pool
-    saved = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        pool = ctx.Pool(workers, initializer=_worker_init, initargs=(backend.to_str(),))
-    finally:
-        if saved is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = saved
-    with pool:
-        jobs = ((b, eos_id) for b in _batches(docs, chunk))
-        yield from pool.imap(_worker_encode, jobs)

@@ -51,6 +51,10 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """`auto`: this rank's GPU (LOCAL_RANK) when CUDA is there, else the CPU; `cpu`, `cuda`, `cuda:N` as asked.
 
@@ -80,6 +84,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared data folder needs the usual mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

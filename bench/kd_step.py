@@ -4,8 +4,9 @@
     python bench/kd_step.py              # GPT-2 124M teacher -> 6-layer student (see bench/README.md)
 
 Every case runs the project's own code path: `DistillStudent` under `engines.make_engine` (DeepSpeed by
-default), `distill_step.distill_forward`, the run's `CriticTrainer` and the run's data loader, with flags
-resolved by `arguments.parse_args`. One student, one engine and one batch stream serve every case, so all
+default), a `training.steps.DistillStep` per case driven by `trainer.train_micro_batch` (what the
+`Trainer` runs per micro-batch), the run's `CriticTrainer` and the run's data stream, with the config
+resolved by `arguments.parse_config`. One student, one engine and one batch stream serve every case, so all
 cases train the same model on the same data. Timing runs in rounds; each round visits the cases in a
 rotated order and runs each right next to the bare work it contains, so every overhead ratio is the median
 over rounds of two neighbouring measurements (the machine's load drifts; neighbours share it).
@@ -46,16 +47,18 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from Code.arguments import parse_args  # noqa: E402
+from Code.arguments import parse_config  # noqa: E402
+from Code.config import RunConfig  # noqa: E402
 from Code.modeling.layer_map import default_layer_map  # noqa: E402
 from Code.modeling.loading import load_teacher  # noqa: E402
 from Code.modeling.student import DistillStudent  # noqa: E402
 from Code.modeling.truncation import parse_student_layers, truncate_teacher  # noqa: E402
-from Code.objectives.registry import LossOptions, parse_losses  # noqa: E402
-from Code.train_related import _batches, _single_process_env  # noqa: E402
-from Code.training.distill_step import LossPlan, distill_forward  # noqa: E402
+from Code.objectives.parsing import parse_losses  # noqa: E402
+from Code.training.data_stream import endless_batches  # noqa: E402
 from Code.training.engines import init_distributed, make_engine  # noqa: E402
 from Code.training.setup import as_batch, build_critics, train_loader  # noqa: E402
+from Code.training.steps import DistillStep  # noqa: E402
+from Code.training.trainer import single_process_env, train_micro_batch  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "wikitext-2"
 
@@ -164,15 +167,15 @@ def resolve(opts: argparse.Namespace) -> argparse.Namespace:
     return opts
 
 
-def run_args(opts: argparse.Namespace, data_dir: Path, loss: str) -> argparse.Namespace:
-    """The training flags exactly as `train_related.py` would resolve them."""
+def run_config(opts: argparse.Namespace, data_dir: Path, loss: str) -> RunConfig:
+    """The training config exactly as `train_related.py` would resolve it."""
     argv = ["--data-dir", str(data_dir), "--loss", loss, "--seq-len", str(opts.seq_len),
             "--micro-batch-size", str(opts.batch), "--precision", opts.precision, "--n-critic", str(opts.n_critic),
             "--compile", opts.compile, "--launcher", opts.launcher, "--num-workers", str(opts.num_workers),
             "--out-dir", tempfile.gettempdir(), "--max-steps", "1000000", "--zero-stage", str(opts.zero_stage)]
     if opts.critic_samples is not None:
         argv += ["--critic-samples", str(opts.critic_samples)]
-    return parse_args(argv)
+    return parse_config(argv)
 
 
 def make_teacher(opts: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> GPT2LMHeadModel:
@@ -194,7 +197,7 @@ class Setup:
     def __init__(self, opts: argparse.Namespace, data_dir: Path, device: torch.device,
                  with_peer: bool = True, with_engine: bool = True) -> None:
         self.opts, self.device = opts, device
-        self.args = run_args(opts, data_dir, "lm")
+        self.cfg = cfg = run_config(opts, data_dir, "lm")
         self.dtype = torch.bfloat16 if opts.precision == "bf16" else torch.float32
         teacher_dtype = self.dtype if device.type == "cuda" else torch.float32  # as train_related.py
         if not with_engine:  # the peer alone (its memory child): no bf16 teacher of ours in its memory
@@ -202,7 +205,6 @@ class Setup:
         self.teacher = make_teacher(opts, device, teacher_dtype)
         layers = parse_student_layers(opts.student_layers, self.teacher.config.n_layer)
         self.layer_map = default_layer_map(layers, self.teacher.config.n_layer)
-        self.teacher_idx = [t for _, t in self.layer_map]
         student = truncate_teacher(self.teacher, layers).float()
         student.config.use_cache = False
         self.peer_student = copy.deepcopy(student) if with_peer else None
@@ -211,20 +213,21 @@ class Setup:
             self.peer_teacher = self.teacher if teacher_dtype == torch.float32 \
                 else copy.deepcopy(self.teacher).float()
         self.blocks, sampler, loader_kwargs = train_loader(
-            data_dir, opts.seq_len, opts.batch, 0, 1, self.args.seed, self.args.num_workers,
-            pin=device.type == "cuda")
-        self.batches = _batches(self.blocks, sampler, loader_kwargs, self.args.seed, 0)
+            data_dir, opts.seq_len, opts.batch, 0, 1, cfg.seed, cfg.data.num_workers, pin=device.type == "cuda")
+        self.batches = endless_batches(self.blocks, sampler, loader_kwargs, cfg.seed, 0)
         self.engine = None
+        self.steps: dict[str, DistillStep] = {}
         if with_engine:
-            model = DistillStudent(student, [s for s, _ in self.layer_map], self.teacher.config.n_embd)
-            self.engine = make_engine(self.args, model, 1_000_000, device)
+            dim = self.teacher.config.n_embd
+            model = DistillStudent(student, [s for s, _ in self.layer_map], dim)
+            self.engine = make_engine(cfg.optim, model, 1_000_000, device, cfg.model.compile)
             self.engine.train()
-        self.critics = build_critics(self.args, len(self.layer_map), self.teacher.config.n_embd, 1_000_000, device) \
-            if with_engine else None
-        self.options = LossOptions(temperature=self.args.temperature, kd_topk=self.args.kd_topk,
-                                   skew_alpha=self.args.skew_alpha, mse_normalize=self.args.mse_normalize,
-                                   swd_projections=self.args.swd_projections)
-        self.plans = {name: LossPlan.from_terms(parse_losses(spec, None)) for name, (spec, _) in CASES.items()}
+            critics = build_critics(cfg.critic, len(self.layer_map), dim, 1_000_000, cfg.seed, device)
+            for name, (spec, _) in CASES.items():  # one step per case over the same engine and critics
+                terms = tuple(parse_losses(spec, None, defaults=cfg.flags))
+                step = DistillStep(self.teacher, model, self.layer_map, terms, cfg.seed, lambda _n: critics)
+                step.bind(self.engine, 1_000_000)
+                self.steps[name] = step
         self.step_no = 0
         self.sums: dict[str, torch.Tensor] = {}
 
@@ -236,15 +239,7 @@ class Setup:
     def case_step(self, name: str) -> float:
         """One micro-step exactly as train_related.py's loop runs it; returns the time spent getting data."""
         batch, wait = self.next_batch()
-        plan = self.plans[name]
-        critics = self.critics if plan.needs_critic else None
-        loss, parts = distill_forward(self.engine, self.teacher, batch, plan, self.teacher_idx, critics,
-                                      self.options, step=self.step_no)
-        self.engine.backward(loss)
-        self.engine.step()
-        if critics is not None:
-            critics.step_scheduler()
-        parts["loss"] = loss.detach()
+        parts = train_micro_batch(self.engine, self.steps[name], batch, self.step_no + 1, 0).parts
         for k, v in parts.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.step_no += 1
@@ -310,9 +305,9 @@ def make_peer(setup: Setup, out_dir: str) -> Any:
 
     on_gpu = setup.device.type == "cuda"
     targs = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=setup.opts.batch, max_steps=2,
-                              learning_rate=setup.args.lr, warmup_steps=0, logging_strategy="no",
+                              learning_rate=setup.cfg.optim.lr, warmup_steps=0, logging_strategy="no",
                               save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=not on_gpu,
-                              bf16=setup.opts.precision == "bf16", seed=setup.args.seed,
+                              bf16=setup.opts.precision == "bf16", seed=setup.cfg.seed,
                               # this process holds a one-rank process group (ours needs it), so Trainer
                               # wraps the peer in DDP; spare it the unused-parameter search a plain
                               # single-GPU script would not pay
@@ -448,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["OMP_NUM_THREADS"] = str(opts.threads)  # else accelerate (the peer) resets it to the cores
     if opts.clock == "cpu":
         CLOCK[0] = time.process_time
-    _single_process_env()
+    single_process_env()
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     data_dir = opts.data_dir or bench_data(opts.vocab)
     device = torch.device(opts.device)
@@ -529,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"device": device_name(device), "precision": opts.precision, "teacher_layers": cfg.n_layer,
               "student_layers": s_cfg.n_layer, "n_embd": cfg.n_embd, "vocab": cfg.vocab_size,
               "seq_len": opts.seq_len, "batch": opts.batch, "tokens_per_step": tokens,
-              "n_critic": setup.args.n_critic, "critic_samples": setup.args.critic_samples,
+              "n_critic": setup.cfg.critic.n_critic, "critic_samples": setup.cfg.critic.samples,
               "launcher": opts.launcher, "zero_stage": opts.zero_stage, "compile": opts.compile,
               "num_workers": opts.num_workers, "peak_flops": peak_flops, "peak_source": peak_source,
               "quick": opts.quick}
@@ -565,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{common['device']}, {opts.precision}, teacher {cfg.n_layer}x{cfg.n_embd} -> student "
           f"{s_cfg.n_layer} layers, vocab {cfg.vocab_size}, {opts.batch}x{opts.seq_len} tokens/step, "
-          f"n_critic {setup.args.n_critic}, critic samples {setup.args.critic_samples}, median of {opts.rounds} "
+          f"n_critic {setup.cfg.critic.n_critic}, critic samples {setup.cfg.critic.samples}, median of {opts.rounds} "
           f"rounds x {opts.steps} step(s), {opts.clock} clock; peak {peak_flops / 1e12:.3g} TFLOP/s ({peak_source})")
     print(f"{'case':20s} {'loss':7s} {'tokens/s':>9s} {'ms/step':>8s} {'overhead':>8s} {'MFU':>6s} "
           f"{'data wait':>9s}  vs peer / peak mem")

@@ -50,7 +50,7 @@ def test_flags_set_to_their_default_on_the_command_line_still_win(tmp_path):
     ("no_such_flag: 1\n", "unknown flags"),
     ("loss: [unclosed\n", "not valid YAML"),
     ("- a\n- b\n", "mapping"),
-    ("select_by: rougeL\n", "--task dolly"),
+    ("select_by: rougeL\n", "--task prompt"),
     ("mix_alpha: 1.5\n", "--mix-alpha"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, content, match):
@@ -71,3 +71,20 @@ def test_cli_reports_a_missing_config_in_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: config file") and "--config" in err[0]
+
+
+def test_typed_config_normalises_the_prompt_task_and_carries_per_term_options(tmp_path):
+    from Code.arguments import parse_config
+
+    cfg = parse_config(["--task", "dolly", "--loss", "kd[temperature=3]+lm", "--weights", "0.5,0.5",
+                        "--temperature", "2"])
+    assert cfg.data.task == "prompt" and cfg.data.prompt_masked
+    kd, lm = cfg.losses
+    assert kd.options.temperature == 3.0 and (kd.weight, lm.weight) == (0.5, 0.5)
+    assert cfg.flags["task"] == "dolly"  # args.json keeps the flags as given
+
+
+@pytest.mark.parametrize("loss", ["seed_wd", "wd+distilgpt2"])
+def test_a_preset_named_as_a_loss_is_one_clear_error(loss):
+    with pytest.raises(ConfigError, match="is a preset, not a loss: use --preset"):
+        parse_args(["--loss", loss])

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from Code.data_download import carve_indices, main, read_text_documents, split_documents
+from Code.corpus_sources import read_text_documents, split_documents
+from Code.corpus_splits import carve_indices
+from Code.data_download import main
 from Code.indexed_dataset import IndexedDataset
 from Code.lm_datasets import VocabMismatchError, check_vocab, load_meta, open_split
 from Code.tokenization import load_tokenizer
@@ -115,6 +117,37 @@ def test_dolly_records_keep_prompt_lengths(tmp_path):
     assert main(["--dataset", "dolly", "--train", str(src), "--valid-fraction", "0.1", "--train-tokenizer",
                  "300", "--out-dir", str(out)]) == 0  # rerun: tokenizer reused, splits skipped
     assert load_meta(out)["splits"] == meta["splits"]
+
+
+def test_cnn_dailymail_records_are_article_cue_then_highlights(tmp_path, capsys):
+    records = [{"article": f"Story {i} happened in town {i} today.\n", "highlights": f"Town {i} had a story.",
+                "id": str(i)} for i in range(20)]
+    src = tmp_path / "cnn.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "cnn"
+    assert main(["--dataset", "cnn_dailymail", "--train", str(src), "--valid-fraction", "0.1",
+                 "--train-tokenizer", "280", "--out-dir", str(out)]) == 0
+    meta = load_meta(out)
+    tok = load_tokenizer(str(out / "tokenizer"))
+    ds, plens = IndexedDataset(out / "train"), np.load(out / meta["splits"]["train"]["prompt_lengths"])
+    rows = [json.loads(ln) for ln in (out / meta["splits"]["train"]["records"]).read_text().splitlines()]
+    for i, row in enumerate(rows):
+        ids = ds[i].tolist()
+        assert tok.decode(ids[: plens[i]]) == row["article"].strip() + "\n\nTL;DR:"
+        assert tok.decode(ids[plens[i] : -1]) == " " + row["highlights"]
+    src.write_text(json.dumps({"article": "No summary here."}) + "\n")
+    capsys.readouterr()
+    assert main(["--dataset", "cnn_dailymail", "--train", str(src), "--out-dir", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: CNN/DailyMail record lacks")
+
+
+def test_imports_stay_light_and_one_way():
+    """The source readers never import the command (no cycle), and the command imports no torch (its --help
+    and one-line errors answer in a fraction of a second)."""
+    code = ("import sys, Code.cnn_dataset, Code.corpus_splits; print('Code.data_download' in sys.modules); "
+            "import Code.data_download; print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["False", "False"], proc.stderr
 
 
 def test_jsonl_text_field(tmp_path, capsys):

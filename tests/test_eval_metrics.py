@@ -1,4 +1,5 @@
-"""Pure evaluation metrics: perplexity of a uniform model, sliced WD, CKA invariances, MSE; cost helpers."""
+"""Pure evaluation metrics: perplexity of a uniform model, sliced WD and (normalised) MSE equal to the training
+losses' numbers, CKA invariances; cost helpers."""
 
 import math
 
@@ -17,6 +18,7 @@ from Code.evaluation.metrics import (
     window_nll,
 )
 from Code.evaluation.passes import perplexity
+from Code.objectives.hidden import mse_per_layer, sliced_wasserstein_per_layer
 
 
 class Uniform(nn.Module):
@@ -87,15 +89,36 @@ def test_sliced_wd_zero_for_identical_and_grows_with_shift():
     assert dists[-1] == pytest.approx(4.0 * math.sqrt(2 / (math.pi * 16)), rel=0.2)
 
 
-def test_sliced_wd_is_seeded_and_handles_unequal_sizes():
+def test_sliced_wd_is_seeded_and_needs_equal_sizes():
     g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(200, 8, generator=g), torch.randn(300, 8, generator=g) + 1.0
+    x, y = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g) + 1.0
     assert sliced_wasserstein(x, y, 64, seed=5) == sliced_wasserstein(x, y, 64, seed=5)
+    assert sliced_wasserstein(x, y, 64, seed=5) != sliced_wasserstein(x, y, 64, seed=6)
     assert sliced_wasserstein(x, y, 64, seed=5) > 0.2
     same = torch.randn(2000, 8, generator=g)
-    assert sliced_wasserstein(same[:1000], same[1000:1700], 64, seed=0) < 0.1  # two samples of one law
-    with pytest.raises(ValueError):
-        sliced_wasserstein(x, torch.randn(10, 9), 8)
+    assert sliced_wasserstein(same[:1000], same[1000:], 64, seed=0) < 0.1  # two samples of one law
+    with pytest.raises(ValueError, match="equal widths"):
+        sliced_wasserstein(x, torch.randn(300, 9), 8)
+    with pytest.raises(ValueError, match="equal size"):
+        sliced_wasserstein(x, torch.randn(200, 8), 8)
+
+
+def test_sliced_wd_is_the_training_loss_number():
+    """Evaluation's sliced_wd and the swd training loss give the same number for the same states and directions."""
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(256, 12, generator=g, dtype=torch.float64), torch.randn(256, 12, generator=g).double() * 2
+    every = torch.ones(256, dtype=torch.bool)
+    for p in (1, 2):
+        train = sliced_wasserstein_per_layer(x[None], y[None], every, 32, p, 4096, torch.Generator().manual_seed(7))
+        value = float(train[0]) if p == 1 else math.sqrt(float(train[0]))  # p=2: training's value is SW_2 squared
+        assert sliced_wasserstein(x, y, 32, seed=7, p=p) == pytest.approx(value, rel=1e-12)
+    # SW_1 by hand: mean over the same unit directions of the mean |sorted difference| of the projections
+    theta = torch.randn(1, 12, 32, generator=torch.Generator().manual_seed(7), dtype=torch.float64)[0]
+    theta = theta / theta.norm(dim=0, keepdim=True)
+    by_hand = ((x @ theta).sort(dim=0).values - (y @ theta).sort(dim=0).values).abs().mean()
+    assert sliced_wasserstein(x, y, 32, seed=7) == pytest.approx(float(by_hand), rel=1e-12)
+    # float32 states (what training stacks) give the float64 number up to float32 rounding
+    assert sliced_wasserstein(x.float(), y.float(), 32, seed=7) == pytest.approx(float(by_hand), rel=1e-6)
 
 
 def test_cka_identity_rotation_scaling():
@@ -120,6 +143,21 @@ def test_mse_and_normalized_mse():
     t = torch.randn(100, 3) * torch.tensor([1.0, 100.0, 1.0])  # one huge dimension
     s = t + torch.tensor([0.1, 0.1, 0.1])
     assert normalized_mse(s, t) < 0.1 < mse(s + torch.tensor([0.0, 10.0, 0.0]), t)
+    with pytest.raises(ValueError, match="equal shapes"):
+        mse(x, torch.randn(50, 5))
+
+
+def test_normalized_mse_is_the_training_loss_number():
+    """eps on the teacher's (population) variance, as mse_per_layer(normalize=True) of training computes it."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(80, 6, generator=g, dtype=torch.float64) * torch.tensor([1.0, 50.0, 1.0, 1.0, 0.01, 3.0])
+    s = t + torch.randn(80, 6, generator=g, dtype=torch.float64) * 0.3
+    every = torch.ones(80, dtype=torch.bool)
+    train = mse_per_layer(s[None], t[None], every, normalize=True, eps=1e-5)
+    assert normalized_mse(s, t) == pytest.approx(float(train[0]), rel=1e-12)
+    by_hand = ((s - t) / (t.var(dim=0, unbiased=False) + 1e-5).sqrt()).pow(2).mean()
+    assert normalized_mse(s, t) == pytest.approx(float(by_hand), rel=1e-12)
+    assert mse(s, t) == pytest.approx(float(mse_per_layer(s[None], t[None], every)[0]), rel=1e-12)
 
 
 def test_layer_distances_width_mismatch_keeps_cka_only():

@@ -105,6 +105,7 @@ def test_end_to_end_cli(setup):
     assert first["sliced_wd"] == pytest.approx(0, abs=1e-9) and first["mse"] == pytest.approx(0, abs=1e-12)
     assert first["cka"] == pytest.approx(1, abs=1e-9)
     assert metrics["layers"][1]["mse"] > 0
+    assert "SW_1" in metrics["definitions"]["sliced_wd"] and "variance" in metrics["definitions"]["mse_normalized"]
     assert metrics["cost"]["student"]["params"] < metrics["cost"]["teacher"]["params"]
     assert metrics["cost"]["student"]["size_bytes"] > 0 and metrics["cost"]["teacher"]["tokens_per_s"] > 0
     gens = metrics["generations"]
@@ -208,6 +209,7 @@ def test_text_file_mode(setup, corpus_dir, tmp_path):
     (["--window", "1000"], "--window 1000"),
     (["--stride", "0"], "--stride 0"),
     (["--device", "cuda:7"], "CUDA"),
+    (["--device", "tpu"], "--device tpu"),
     (["--split", "nosuch"], "nosuch"),
 ])
 def test_bad_options_end_in_one_error_line(setup, tmp_path, capsys, extra, needle):
@@ -218,3 +220,13 @@ def test_bad_options_end_in_one_error_line(setup, tmp_path, capsys, extra, needl
     code = main(["--ckpt", str(setup["run"]), "--out-dir", str(tmp_path), *FAST, *extra])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(err) == 1 and needle in err[0]
+
+
+def test_evaluation_modules_import_no_entry_script():
+    """Code.evaluation.* never imports Code.evaluate_ (the thin entry): no import cycle, no private names."""
+    code = ("import sys, Code.evaluation.dolly, Code.evaluation.runner, Code.evaluation.common, "
+            "Code.evaluation.inputs; assert 'Code.evaluate_' not in sys.modules, sorted(sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = "\n".join(p.read_text() for p in (REPO / "Code" / "evaluation").glob("*.py"))
+    assert "Code.evaluate_" not in text

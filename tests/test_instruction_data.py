@@ -1,5 +1,6 @@
-"""Instruction data (--task dolly): prompt tokens are excluded from logit losses, hidden losses still see
-every position; records read back as prompts and references; ROUGE-L; generation with left padding."""
+"""Prompt/response data (--task prompt, alias dolly): prompt tokens are excluded from logit losses, hidden
+losses still see every position; records read back as prompts and references; ROUGE-L; generation with left
+padding."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from Code import data_download
-from Code.instruction_data import InstructionDataError, load_examples, prompt_lengths, task_blocks
+from Code.instruction_data import InstructionDataError, is_prompt_task, load_examples, prompt_lengths, task_blocks
 from Code.lm_datasets import open_split
 from Code.modeling.generation import generate_responses, rouge_l
 from Code.objectives.registry import REGISTRY, LossInputs
@@ -67,7 +68,7 @@ def test_prompt_targets_are_masked_and_responses_scored(dolly_dir):
 
 
 def test_logit_losses_ignore_prompt_positions_hidden_losses_do_not(dolly_dir):
-    blocks = task_blocks(dolly_dir, "train", 24, "dolly")
+    blocks = task_blocks(dolly_dir, "train", 24, "prompt")
     batch = as_batch(next(iter(DataLoader(blocks, batch_size=4))), torch.device("cpu"))
     labels = batch["labels"]
     prompt = labels == -100
@@ -81,7 +82,8 @@ def test_logit_losses_ignore_prompt_positions_hidden_losses_do_not(dolly_dir):
     def values(s_logits, s_hidden):
         inputs = LossInputs(labels=labels, mask=mask, student_logits=s_logits, teacher_logits=t,
                             student_hidden=[s_hidden], teacher_hidden=[ht])
-        return {name: REGISTRY[name].fn(inputs)[0].item() for name in ("lm", "kd", "rkl", "tvd", "mse", "cos")}
+        specs = {name: REGISTRY[name] for name in ("lm", "kd", "rkl", "tvd", "mse", "cos")}
+        return {name: spec.fn(inputs, spec.make_options())[0].item() for name, spec in specs.items()}
 
     base = values(s, hs)
     ce = torch.nn.functional.cross_entropy(s[~prompt], labels[~prompt])
@@ -100,9 +102,17 @@ def test_data_without_prompt_lengths_is_refused(dolly_dir, tmp_path):
     meta = json.loads((copy / "meta.json").read_text())
     meta["splits"]["train"].pop("prompt_lengths")
     (copy / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(InstructionDataError, match="--dataset dolly"):
-        task_blocks(copy, "train", 24, "dolly")
+    for task in ("prompt", "dolly"):
+        with pytest.raises(InstructionDataError, match="--dataset dolly"):
+            task_blocks(copy, "train", 24, task)
     task_blocks(copy, "train", 24, "lm")  # plain LM on the same documents still works
+
+
+def test_prompt_is_the_task_name_and_dolly_its_alias(dolly_dir):
+    assert is_prompt_task("prompt") and is_prompt_task("dolly")
+    assert not is_prompt_task("lm") and not is_prompt_task(None)
+    a, b = task_blocks(dolly_dir, "valid", 16, "prompt"), task_blocks(dolly_dir, "valid", 16, "dolly")
+    assert len(a) == len(b) and all(torch.equal(a[i]["is_prompt"], b[i]["is_prompt"]) for i in range(len(a)))
 
 
 def test_rouge_l():

@@ -192,7 +192,7 @@ def test_torchrun_two_ranks_dolly_resume(setup):
     for folder in ("best", "final"):
         model = GPT2LMHeadModel.from_pretrained(out / folder)
         assert model.config.n_layer == 2
-    assert json.loads((out / "final" / "distill_info.json").read_text())["task"] == "dolly"
+    assert json.loads((out / "final" / "distill_info.json").read_text())["task"] == "prompt"
 
 
 @pytest.mark.parametrize("script", list(RECIPES))
@@ -220,7 +220,7 @@ def test_recipe_trains_resumes_and_evaluates(setup, script):
         metrics = json.loads((out / "eval" / "dolly_metrics.json").read_text())
         assert metrics["examples"] == 4 and 0 <= metrics["student"]["rougeL"] <= 100
         assert 0 <= metrics["teacher"]["rougeL"] <= 100
-        assert info["task"] == "dolly"
+        assert info["task"] == "prompt"  # --task dolly is the alias of prompt
     else:
         if script.startswith("distilgpt2"):
             teacher = []  # from distill_info.json

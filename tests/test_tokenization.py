@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from Code import hub, tokenization
+from Code.doc_encoding import encode_documents
 from Code.hub import hub_reachable
 from Code.tokenization import (
     HubUnreachableError,
     TokenizerError,
-    encode_documents,
     gpt2_offline_tokenizer,
     load_tokenizer,
     tokenizer_fingerprint,

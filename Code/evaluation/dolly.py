@@ -17,6 +17,16 @@ import argparse
 import json
 from pathlib import Path
 
+from Code.evaluation.common import (
+    EvalError,
+    eval_device,
+    eval_dtype,
+    existing_path,
+    load_tokenizer_near,
+    model_vocab,
+    set_threads,
+)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("--task dolly")
@@ -37,37 +47,47 @@ def _scores(model, examples, tokenizer, args, device) -> tuple[list[str], list[f
     return texts, rouge_l(texts, refs)
 
 
-def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_dir: Path,
-                   resolve_path) -> dict:
-    """Score one checkpoint (and its teacher when known locally); returns and writes the metrics."""
-    import torch
-
-    from Code.evaluate_ import EvalError, load_tokenizer_near
-    from Code.instruction_data import load_examples
+def _plan(args: argparse.Namespace, model_dir: Path, info: dict) -> tuple[str, dict, str | None]:
+    """(data dir, its meta.json, the teacher to score or None), checked from files before any model loads."""
     from Code.lm_datasets import check_vocab, load_meta
-    from Code.modeling.loading import load_student, load_teacher
-    from Code.utils import atomic_write_json, atomic_write_text
 
     data_dir = args.data_dir or info.get("data_dir")
     if not data_dir:
         raise EvalError(f"no data known for {model_dir} (no distill_info.json): pass --data-dir Code/data/dolly")
-    data_dir = resolve_path(str(data_dir))
+    data_dir = existing_path(str(data_dir))
     if args.max_new_tokens < 1 or (args.max_examples is not None and args.max_examples < 1):
         raise EvalError("--max-new-tokens and --max-examples must be positive")
     meta = load_meta(data_dir)
-    s_vocab = json.loads((model_dir / "config.json").read_text()).get("vocab_size", 0)
-    check_vocab(meta, s_vocab, "student")
+    check_vocab(meta, model_vocab(model_dir), "student")
     teacher_path = args.teacher or info.get("teacher")
     if teacher_path and not args.teacher:  # the run's teacher: only when it is a local folder
-        teacher_path = resolve_path(str(teacher_path))
+        teacher_path = existing_path(str(teacher_path))
         teacher_path = teacher_path if Path(teacher_path).is_dir() else None
-    examples = load_examples(data_dir, args.split, args.max_examples)
+    return data_dir, meta, teacher_path
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+
+def _write(result: dict, rows: list[dict], out_dir: Path, split: str) -> None:
+    from Code.utils import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out_dir / "dolly_metrics.json", result)
+    atomic_write_text(out_dir / "dolly_generations.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    teacher_note = f", teacher {result['teacher']['rougeL']:.2f}" if "teacher" in result else ""
+    print(f"wrote {out_dir}/dolly_metrics.json: student ROUGE-L {result['student']['rougeL']:.2f}{teacher_note} "
+          f"on {result['examples']} {split} prompts")
+
+
+def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_dir: Path) -> dict:
+    """Score one checkpoint (and its teacher when known locally); returns and writes the metrics."""
+    from Code.instruction_data import load_examples
+    from Code.lm_datasets import check_vocab
+    from Code.modeling.loading import load_student, load_teacher
+
+    data_dir, meta, teacher_path = _plan(args, model_dir, info)
+    examples = load_examples(data_dir, args.split, args.max_examples)
+    set_threads(args.threads)
+    device = eval_device(args.device)
+    dtype = eval_dtype(device)
     tokenizer = load_tokenizer_near(model_dir, Path(data_dir) / "tokenizer")
     if tokenizer is None:
         raise EvalError(f"no tokenizer in {model_dir} or {data_dir}/tokenizer: ROUGE-L needs text")
@@ -91,12 +111,7 @@ def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_di
         for row, text, score in zip(rows, texts, scores, strict=True):
             row[name], row[f"{name}_rougeL"] = text, score
         del model
-    atomic_write_json(out_dir / "dolly_metrics.json", result)
-    atomic_write_text(out_dir / "dolly_generations.jsonl",
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    teacher_note = f", teacher {result['teacher']['rougeL']:.2f}" if "teacher" in result else ""
-    print(f"wrote {out_dir}/dolly_metrics.json: student ROUGE-L {result['student']['rougeL']:.2f}{teacher_note} "
-          f"on {len(examples)} {args.split} prompts")
+    _write(result, rows, out_dir, args.split)
     return result
 
 

@@ -1,7 +1,9 @@
 """Evaluation metrics as pure tensor functions: token NLL / perplexity and hidden-state distances.
 
 Hidden-state inputs are 2-D `(N, D)` sets of token-position vectors; for paired metrics (CKA, MSE) row i
-of the student set and row i of the teacher set come from the same token position.
+of the student set and row i of the teacher set come from the same token position. Sliced WD, MSE and
+normalised MSE are not re-implemented here: they call the training losses' functions
+(`Code.objectives.hidden`), so training and evaluation give the same number for the same inputs.
 """
 
 from __future__ import annotations
@@ -12,20 +14,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from Code.objectives.hidden import mse_per_layer, sliced_wasserstein_per_layer
+from Code.objectives.masking import IGNORE_INDEX, label_mask
+
+NORM_EPS = 1e-5  # normalised MSE: added to the teacher's variance, as training's default `norm_eps`
+
+# What each per-layer key of metrics.json holds (also written into metrics.json as "definitions").
+METRIC_DEFINITIONS = {
+    "sliced_wd": "SW_1: mean over --projections seeded random unit directions of the exact 1-D Wasserstein-1 "
+                 "distance between projected student and teacher states (objectives/hidden.py "
+                 "sliced_wasserstein_per_layer, p=1, the swd loss's computation)",
+    "cka": "linear CKA of the paired states (1 = identical up to rotation and scale)",
+    "mse": "mean squared difference of the paired states over positions and dimensions",
+    "mse_normalized": "MSE with each dimension divided by sqrt(teacher variance + 1e-5) over the positions "
+                      "(objectives/hidden.py mse_per_layer(normalize=True), the --mse-normalize loss)",
+}
+
 
 def window_nll(logits: Tensor, labels: Tensor) -> tuple[float, int]:
     """Summed next-token NLL and scored-token count for a batch of windows.
 
-    `labels` follow the Hugging Face convention (same shape as the input ids, -100 = not scored): the
-    logits at position t predict `labels[t + 1]`. Computed in fp32 whatever the model's dtype.
+    `labels` follow the Hugging Face convention (same shape as the input ids, IGNORE_INDEX = -100 = not
+    scored): the logits at position t predict `labels[t + 1]`. Computed in fp32 whatever the model's dtype.
     """
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:].to(shift_logits.device)
     total = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100,
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
-    return float(total), int((shift_labels != -100).sum())
+    return float(total), int(label_mask(shift_labels).sum())
 
 
 def perplexity_from_nll(nll_sum: float, count: int) -> float:
@@ -33,6 +51,17 @@ def perplexity_from_nll(nll_sum: float, count: int) -> float:
     if count <= 0:
         return float("nan")
     return float(math.exp(nll_sum / count))
+
+
+def _every(x: Tensor) -> Tensor:
+    return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+
+
+def _check_equal(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    x, y = _check_sets(x, y, paired=True)
+    if x.shape != y.shape:
+        raise ValueError(f"MSE needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return x, y
 
 
 def _check_sets(x: Tensor, y: Tensor, paired: bool) -> tuple[Tensor, Tensor]:
@@ -43,39 +72,29 @@ def _check_sets(x: Tensor, y: Tensor, paired: bool) -> tuple[Tensor, Tensor]:
     return x.detach().double(), y.detach().double()
 
 
-def _quantiles(sorted_rows: Tensor, n: int) -> Tensor:
-    """Empirical quantile function of each row (already sorted) at n mid-point levels, by interpolation."""
-    m = sorted_rows.shape[-1]
-    if m == n:
-        return sorted_rows
-    levels = (torch.arange(n, dtype=sorted_rows.dtype, device=sorted_rows.device) + 0.5) / n * m - 0.5
-    levels = levels.clamp(0, m - 1)
-    lo = levels.floor().long()
-    hi = (lo + 1).clamp(max=m - 1)
-    w = levels - lo
-    return sorted_rows[..., lo] * (1 - w) + sorted_rows[..., hi] * w
+def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int = 0, p: int = 1) -> float:
+    """Sliced Wasserstein distance between two equal-size point sets x (N, D) and y (N, D): SW_1 by default.
 
-
-def sliced_wasserstein(
-    x: Tensor, y: Tensor, n_projections: int = 256, seed: int = 0, p: int = 1
-) -> float:
-    """Sliced Wasserstein-p distance between point sets x (N, D) and y (M, D).
-
-    The mean over `n_projections` random unit directions (drawn from a generator seeded by `seed`, so the
-    same call gives the same number) of the exact 1-D Wasserstein-p distance of the projections.
+    The training loss's own computation (`Code.objectives.hidden.sliced_wasserstein_per_layer`, every
+    position, no sampling), in float64, with `n_projections` random unit directions drawn from a
+    generator seeded by `seed` (the same call gives the same number). With p=1 that is SW_1, the mean over
+    directions of the exact 1-D Wasserstein-1 distance of the projections: the number `--loss swd`
+    (`swd_p=1`) gives for the same states and directions, and what metrics.json's `sliced_wd` holds.
+    With p=2 it is SW_2, the square root of the training loss's `swd_p=2` value (SW_2 squared).
+    Order-free: a permutation of either set does not change it.
     """
     x, y = _check_sets(x, y, paired=False)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"sliced Wasserstein needs equal widths, got {x.shape[1]} and {y.shape[1]}")
-    gen = torch.Generator().manual_seed(seed)
-    theta = torch.randn(x.shape[1], n_projections, generator=gen, dtype=torch.float64)
-    theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)
-    px = torch.sort((x @ theta).T, dim=1).values  # (P, N)
-    py = torch.sort((y @ theta).T, dim=1).values
-    n = max(px.shape[1], py.shape[1])
-    diff = (_quantiles(px, n) - _quantiles(py, n)).abs()
-    per_proj = diff.pow(p).mean(dim=1).pow(1.0 / p)
-    return float(per_proj.mean())
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"sliced Wasserstein compares sets of equal size, got {x.shape[0]} and {y.shape[0]} "
+                         "(evaluation's come from the same token positions)")
+    if p not in (1, 2):
+        raise ValueError(f"sliced Wasserstein p must be 1 or 2, got {p}")
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    every = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    value = float(sliced_wasserstein_per_layer(x[None], y[None], every, n_projections, p, x.shape[0], gen)[0])
+    return value if p == 1 else math.sqrt(max(value, 0.0))
 
 
 def linear_cka(x: Tensor, y: Tensor) -> float:
@@ -95,20 +114,17 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
 
 
 def mse(x: Tensor, y: Tensor) -> float:
-    """Mean squared difference of paired features of the same width."""
-    x, y = _check_sets(x, y, paired=True)
-    if x.shape != y.shape:
-        raise ValueError(f"MSE needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
-    return float((x - y).pow(2).mean())
+    """Mean squared difference of paired features of the same width (training's `mse_per_layer`)."""
+    x, y = _check_equal(x, y)
+    return float(mse_per_layer(x[None], y[None], _every(x))[0])
 
 
-def normalized_mse(student: Tensor, teacher: Tensor, eps: float = 1e-6) -> float:
-    """MSE after scaling each dimension by the teacher's std: GPT-2's few huge dimensions dominate raw MSE."""
-    s, t = _check_sets(student, teacher, paired=True)
-    if s.shape != t.shape:
-        raise ValueError(f"MSE needs equal shapes, got {tuple(s.shape)} and {tuple(t.shape)}")
-    std = t.std(dim=0, keepdim=True).clamp_min(eps)
-    return float(((s - t) / std).pow(2).mean())
+def normalized_mse(student: Tensor, teacher: Tensor, eps: float = NORM_EPS) -> float:
+    """MSE after dividing each dimension by sqrt(teacher variance + eps): GPT-2's few huge dimensions
+    dominate raw MSE. The training loss's computation (`mse_per_layer(normalize=True)`, `--mse-normalize`):
+    the teacher's population variance of each dimension over the N positions, eps added to the variance."""
+    s, t = _check_equal(student, teacher)
+    return float(mse_per_layer(s[None], t[None], _every(s), normalize=True, eps=eps)[0])
 
 
 def layer_distances(

@@ -1,10 +1,8 @@
 """Figures for evaluation: t-SNE of teacher vs student hidden states per matched layer, distance curves,
-and the multi-run comparison plot. Files are written atomically (temp name in the same folder, then
-os.replace)."""
+and the multi-run comparison plot. Files are written atomically (`save_figure`, through Code.utils.atomic_write)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,15 +12,23 @@ matplotlib.use("Agg")  # headless: evaluation runs on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
+from Code.utils import atomic_write
+
 TEACHER_COLOUR, STUDENT_COLOUR = "tab:blue", "tab:orange"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write `fig` to `path` atomically (Code.utils.atomic_write) in the format of its suffix, then close it.
+
+    The format comes from `path`'s suffix and is passed explicitly, so it never depends on the name of
+    the temporary file savefig actually writes.
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -59,7 +65,7 @@ def tsne_plots(
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         _scatter(ax, t, s, f"t-SNE {name}")
         ax.legend(loc="best", fontsize=8, markerscale=2)
-        paths.append(_save(fig, out_dir / f"tsne_{name}.png"))
+        paths.append(save_figure(fig, out_dir / f"tsne_{name}.png"))
     if embeddings:
         cols = min(3, len(embeddings))
         rows = (len(embeddings) + cols - 1) // cols
@@ -70,7 +76,7 @@ def tsne_plots(
             ax.axis("off")
         axes.flat[0].legend(loc="best", fontsize=7, markerscale=2)
         fig.suptitle("teacher (blue) vs student (orange) hidden states")
-        paths.append(_save(fig, out_dir / "tsne_grid.png"))
+        paths.append(save_figure(fig, out_dir / "tsne_grid.png"))
     return paths
 
 
@@ -87,7 +93,7 @@ def layer_plot(layers: Sequence[dict], out_path: Path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, y=1.04)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def compare_plot(runs: Sequence[tuple[str, dict]], out_path: Path) -> Path:
@@ -116,4 +122,4 @@ def compare_plot(runs: Sequence[tuple[str, dict]], out_path: Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)

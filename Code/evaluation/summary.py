@@ -67,6 +67,9 @@ def summary_markdown(metrics: dict, images: Sequence[str]) -> str:
         *layers_table(metrics["layers"]),
         "",
     ]
+    definitions = metrics.get("definitions") or {}
+    if definitions:
+        lines += [*(f"- `{key}`: {text}." for key, text in definitions.items()), ""]
     lines += [f"![{name}]({name})" for name in images]
     gens = metrics.get("generations", {})
     if gens.get("student"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2LMHeadModel
 
+from Code.cli import first_line
 from Code.hub import hub_reachable
 
 
@@ -29,8 +30,7 @@ def _from_pretrained(name_or_path: str | Path, what: str, dtype: torch.dtype) ->
         try:
             return GPT2LMHeadModel.from_pretrained(str(path), **kwargs)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"cannot load {what} from {path}: {first}") from exc
+            raise ModelLoadError(f"cannot load {what} from {path}: {first_line(exc)}") from exc
     name = str(name_or_path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelLoadError(f"{what} folder {path} not found; pass a folder written by save_pretrained")
@@ -42,8 +42,7 @@ def _from_pretrained(name_or_path: str | Path, what: str, dtype: torch.dtype) ->
         try:
             return GPT2LMHeadModel.from_pretrained(name, **kwargs)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"cannot load {what} '{name}' from the hub: {first}") from exc
+            raise ModelLoadError(f"cannot load {what} '{name}' from the hub: {first_line(exc)}") from exc
     raise ModelLoadError(
         f"{what} '{name}': no such local folder and the Hugging Face hub is unreachable (offline); "
         f"pass a local save_pretrained folder, e.g. one made by scripts/pretrain_teacher.sh"

@@ -10,12 +10,16 @@ import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config
 
 from Code.modeling.layer_map import LayerMapError
+
+if TYPE_CHECKING:  # the model class costs ~2 s to import: only the builders below need it
+    from transformers import GPT2LMHeadModel
 
 # Hugging Face DistilGPT2 kept these blocks of the 12-layer GPT-2.
 DISTILGPT2_LAYERS = [0, 2, 4, 7, 9, 11]
@@ -67,6 +71,8 @@ def truncate_teacher(teacher: GPT2LMHeadModel, layers: Sequence[int]) -> GPT2LMH
     block's `layer_idx` (used by the KV cache) is its new position. Same dtype and device as the teacher;
     trainable; lm_head tied to wte as in GPT-2.
     """
+    from transformers import GPT2LMHeadModel
+
     n_layer = teacher.config.n_layer
     layers = list(layers)
     if not layers:
@@ -115,12 +121,11 @@ def _parse_value(text: str) -> object:
         return text
 
 
-def build_student_from_config(
-    spec: str | Path, teacher_config: GPT2Config, seed: int | None = None
-) -> GPT2LMHeadModel:
-    """A randomly initialised student from a JSON file or `key=value,...` over GPT2Config fields.
+def student_config_from_spec(spec: str | Path, teacher_config: GPT2Config) -> GPT2Config:
+    """The GPT2Config of a random student: a JSON file or `key=value,...` over the teacher's config.
 
     Fields not given are the teacher's; the vocabulary (and its special ids) always comes from the teacher.
+    Config only (no weights), so the preflight check and `build_student_from_config` validate alike.
     """
     path = Path(str(spec))
     overrides: dict[str, object]
@@ -160,13 +165,31 @@ def build_student_from_config(
     for key in ("_name_or_path", "architectures", "transformers_version", "model_type"):
         base.pop(key, None)
     config = GPT2Config(**base)
+    sizes = ("n_layer", "n_embd", "n_head", "n_positions")
+    odd = [f"{k}={getattr(config, k)!r}" for k in sizes
+           if isinstance(getattr(config, k), bool) or not isinstance(getattr(config, k), int)]
+    if odd:
+        raise StudentConfigError(f"--student-config: {', '.join(odd)} must be whole numbers")
+    if min(config.n_layer, config.n_embd, config.n_head, config.n_positions) < 1:
+        raise StudentConfigError("--student-config: n_layer, n_embd, n_head and n_positions must be >= 1")
     if config.n_embd % config.n_head:
         raise StudentConfigError(
             f"--student-config: n_embd={config.n_embd} is not divisible by n_head={config.n_head}"
         )
-    if min(config.n_layer, config.n_embd, config.n_head, config.n_positions) < 1:
-        raise StudentConfigError("--student-config: n_layer, n_embd, n_head and n_positions must be >= 1")
     config._attn_implementation = getattr(teacher_config, "_attn_implementation", None) or "sdpa"
+    return config
+
+
+def build_student_from_config(
+    spec: str | Path, teacher_config: GPT2Config, seed: int | None = None
+) -> GPT2LMHeadModel:
+    """A randomly initialised student from a JSON file or `key=value,...` over GPT2Config fields.
+
+    Fields not given are the teacher's; the vocabulary (and its special ids) always comes from the teacher.
+    """
+    from transformers import GPT2LMHeadModel
+
+    config = student_config_from_spec(spec, teacher_config)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)

@@ -26,9 +26,10 @@ def mse_per_layer(student: Tensor, teacher: Tensor, mask: Tensor, normalize: boo
                   eps: float = 1e-5) -> Tensor:
     """Mean squared error per layer over real positions and dimensions.
 
-    With `normalize`, each dimension is divided by the teacher's standard deviation of that dimension
-    in this batch (detached): GPT-2 has a handful of dimensions hundreds of times larger than the rest,
-    which otherwise own the whole raw MSE.
+    With `normalize`, each dimension is divided by `sqrt(var + eps)`, `var` the teacher's population
+    variance of that dimension over the real positions of this batch (detached; eps on the variance, not
+    on the std): GPT-2 has a handful of dimensions hundreds of times larger than the rest, which otherwise
+    own the whole raw MSE. The one implementation: evaluation's `mse` and `mse_normalized` call it too.
     """
     m = mask[None, :, None]
     student = torch.where(m, student, 0.0)
@@ -71,15 +72,18 @@ def sliced_wasserstein_per_layer(student: Tensor, teacher: Tensor, mask: Tensor,
                                  generator: torch.Generator | None = None) -> Tensor:
     """Critic-free sliced Wasserstein distance per layer (SW_1, or SW_2 squared with p=2).
 
-    Projects both sample sets on random unit directions (fresh per layer) and compares the sorted 1-D
-    projections, which is the exact 1-D optimal transport. Student and teacher use the same sampled
+    Projects both sample sets on random unit directions (fresh per layer, in the inputs' dtype) and
+    compares the sorted 1-D projections, which is the exact 1-D optimal transport: the value is the mean
+    over directions of W_1 (p=1) or of W_2 squared (p=2). Student and teacher use the same sampled
     positions, so both sets have the same count; padded samples sort last (+inf) and are excluded by rank.
+    The one implementation: evaluation's `sliced_wd` (Code.evaluation.metrics.sliced_wasserstein) calls it.
     """
     idx, valid = sample_positions(mask, max_samples, generator)
     if idx.shape[0] != mask.shape[0]:
         student, teacher = student[:, idx], teacher[:, idx]
     num_layers, k, dim = student.shape
-    theta = torch.randn(num_layers, dim, n_projections, generator=generator, device=student.device)
+    theta = torch.randn(num_layers, dim, n_projections, generator=generator, device=student.device,
+                        dtype=student.dtype)
     theta = theta / theta.norm(dim=1, keepdim=True)
     pad = ~valid[None, :, None]
     ps = torch.bmm(student, theta).masked_fill(pad, float("inf")).sort(dim=1).values

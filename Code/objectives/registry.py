@@ -1,34 +1,41 @@
-"""The loss registry: every distillation term as a pure function `LossInputs -> (scalar, parts)`.
+"""The loss registry: every distillation term as a pure function `(LossInputs, options) -> (scalar, parts)`.
 
 The training loop asks a `LossSpec` what a term needs (teacher, logits, hidden states, critics) and
-never branches on a loss name; adding a recipe means adding one entry to `REGISTRY`. The math lives in
-`logit_losses.py` (per-token divergences over the vocabulary) and `hidden_losses.py` (per-layer
-distances between hidden states); this file adapts them to `LossInputs`, masks and averages.
+never branches on a loss name. Adding a term is one `register(LossSpec(...))` entry: its function and,
+if it has knobs, its own frozen options dataclass (each field is settable per term, `kd[temperature=2]`
+or a YAML `{name: kd, temperature: 2}`, and by the flag of the same name for every term at once). The
+math lives in `logit.py` (per-token divergences over the vocabulary) and `hidden.py` (per-layer distances
+between hidden states); this file adapts them to `LossInputs`, masks and averages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from Code.arguments import PRESETS
 from Code.objectives import hidden as hl
 from Code.objectives import logit as ll
-from Code.objectives.masking import label_mask, masked_mean
-
-if TYPE_CHECKING:
-    from Code.critic import CriticTrainer
+from Code.objectives.masking import flat_mask, label_mask, masked_mean
+from Code.objectives.options import (
+    CosOptions,
+    JSDOptions,
+    KDOptions,
+    LogitOptions,
+    LossSpecError,
+    MSEOptions,
+    NoOptions,
+    SkewOptions,
+    SWDOptions,
+)
 
 LossOutput = tuple[Tensor, dict[str, Tensor]]
-
-
-class LossSpecError(ValueError):
-    """A `--loss` / `--weights` / loss option that cannot be used."""
 
 
 class NonFiniteLossError(ValueError):
@@ -39,37 +46,20 @@ class NonFiniteLossError(ValueError):
         self.term = term
 
 
-@dataclass(frozen=True)
-class LossOptions:
-    temperature: float = 1.0          # logit losses; kd/rkl/jsd/skl are scaled by T^2 (Hinton et al.)
-    kd_topk: int = 0                  # kd over the teacher's top-k tokens only; 0 = full vocabulary
-    skew_alpha: float = 0.1           # skl: KL(p || a*p + (1-a)*q), DistiLLM's default 0.1
-    jsd_beta: float = 0.5             # jsd mixing coefficient; 0.5 = symmetric JSD
-    mse_normalize: bool = False       # mse: divide each dim by the teacher's per-dim std in the batch
-    norm_eps: float = 1e-5            # added to that variance
-    cos_last_only: bool = False       # cos on the last matched layer only (Hugging Face's DistilGPT2)
-    swd_projections: int = 128        # swd: random directions per layer per call
-    swd_p: int = 1                    # swd: 1 = SW_1, 2 = squared SW_2
-    swd_max_samples: int = 4096       # swd: positions subsampled per call
-    swd_seed: int | None = 0          # swd projections from seed + step (None: the global torch RNG)
-    layer_ids: tuple[int, ...] | None = None  # names of per-layer parts (student hidden index), else 1..L
+class CriticEstimates(Protocol):
+    """What a loss term may read from the critics: the student side of the Wasserstein estimate.
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-            (self.kd_topk >= 0, f"kd_topk must be >= 0 (0 = full vocabulary), got {self.kd_topk}"),
-            (0 <= self.skew_alpha < 1, f"skew_alpha must be in [0, 1), got {self.skew_alpha}"),
-            (0 < self.jsd_beta < 1, f"jsd_beta must be in (0, 1), got {self.jsd_beta}"),
-            (self.norm_eps > 0, f"norm_eps must be > 0, got {self.norm_eps}"),
-            (self.swd_projections >= 1, f"swd_projections must be >= 1, got {self.swd_projections}"),
-            (self.swd_p in (1, 2), f"swd_p must be 1 or 2, got {self.swd_p}"),
-            (self.swd_max_samples >= 1, f"swd_max_samples must be >= 1, got {self.swd_max_samples}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LossSpecError(message)
+    Training the critics is the step's job (`DistillStep.train_critics`); a term only reads.
+    """
+
+    last_estimates: Tensor | None  # (L,) per-layer W1 estimates from the critics' latest update
+
+    def student_loss(self, student_feats: list[Tensor], mask: Tensor) -> Tensor:
+        """(L,) per-layer -E[f(student)], differentiable with respect to the student's features."""
+        ...
 
 
+# ----------------------------------------------------------------------------------------- inputs, specs
 @dataclass
 class LossInputs:
     labels: Tensor                                  # (B, T) next-token ids aligned with logits, -100 = ignore
@@ -78,31 +68,84 @@ class LossInputs:
     teacher_logits: Tensor | None = None
     student_hidden: list[Tensor] = field(default_factory=list)  # matched layers, (B, T, D_teacher)
     teacher_hidden: list[Tensor] = field(default_factory=list)
-    critics: CriticTrainer | None = None
-    options: LossOptions = field(default_factory=LossOptions)
-    step: int = 0                                   # seeds per-step randomness (swd projections)
+    critic: CriticEstimates | None = None
+    layer_ids: tuple[int, ...] | None = None        # names of per-layer parts (student hidden index), else 1..L
+    seed: int | None = 0                            # per-step randomness (swd) from seed + step; None: global RNG
+    step: int = 0
 
 
 @dataclass(frozen=True)
 class LossSpec:
     name: str
-    fn: Callable[[LossInputs], LossOutput]
+    fn: Callable[[LossInputs, Any], LossOutput]
     needs_teacher: bool
     needs_logits: bool
     needs_hidden: bool
     needs_critic: bool
     doc: str = ""
+    options: type = NoOptions  # a frozen dataclass; its fields are the term's knobs
+
+    def make_options(self, **values: Any) -> Any:
+        """The term's options from `values` (unknown keys: one-line error listing the known ones)."""
+        known = {f.name: f for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            listed = ", ".join(known) or "none"
+            raise LossSpecError(f"loss '{self.name}' has no option {unknown[0]!r}; its options: {listed}")
+        return self.options(**{k: _coerce(known[k], v, self.name) for k, v in values.items()})
+
+
+def _coerce(spec_field: dataclasses.Field, value: Any, term: str) -> Any:
+    """YAML and `key=value` give strings or ints where a float or bool is meant: convert by the default."""
+    default = spec_field.default
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise LossSpecError(f"loss '{term}': option {spec_field.name}={value!r} is not a "
+                            f"{type(default).__name__}") from None
+    return value
 
 
 @dataclass(frozen=True)
-class Requirements:
-    """What one step must compute for a list of terms (so the loop skips the rest)."""
+class Term:
+    """One weighted term of a run's loss, with its own options."""
 
-    teacher: bool
-    student_logits: bool
-    teacher_logits: bool
-    hidden: bool
-    critic: bool
+    spec: LossSpec
+    weight: float
+    options: Any
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """What one step must compute for a list of terms (so the step skips the rest)."""
+
+    terms: tuple[Term, ...]
+    needs_teacher: bool
+    needs_teacher_logits: bool
+    needs_hidden: bool
+    needs_critic: bool
+
+    @classmethod
+    def from_terms(cls, terms: Sequence[Term]) -> LossPlan:
+        specs = [t.spec for t in terms]
+        return cls(terms=tuple(terms),
+                   needs_teacher=any(s.needs_teacher for s in specs),
+                   needs_teacher_logits=any(s.needs_teacher and s.needs_logits for s in specs),
+                   needs_hidden=any(s.needs_hidden for s in specs),
+                   needs_critic=any(s.needs_critic for s in specs))
 
 
 # ---------------------------------------------------------------------------------------------- logits
@@ -116,27 +159,21 @@ def _logit_rows(inputs: LossInputs, name: str, teacher: bool = True) -> tuple[Te
     return s, t, inputs.labels.reshape(-1)
 
 
-def _token_mean(rows: Tensor, labels: Tensor) -> Tensor:
-    """Average per-token values over positions whose label is not -100 (`where`: padding can't leak)."""
-    return masked_mean(rows, label_mask(labels))
-
-
-def _lm(inputs: LossInputs) -> LossOutput:
+def _lm(inputs: LossInputs, options: NoOptions) -> LossOutput:
     s, _, labels = _logit_rows(inputs, "lm", teacher=False)
-    return _token_mean(ll.cross_entropy_rows(s, labels), labels), {}
+    return masked_mean(ll.cross_entropy_rows(s, labels), label_mask(labels)), {}
 
 
-def _divergence(name: str, rows_fn: Callable[[Tensor, Tensor, LossOptions], Tensor], scaled: bool = True):
-    def fn(inputs: LossInputs) -> LossOutput:
+def _divergence(name: str, rows_fn: Callable[[Tensor, Tensor, Any], Tensor], scaled: bool = True):
+    def fn(inputs: LossInputs, options: LogitOptions) -> LossOutput:
         s, t, labels = _logit_rows(inputs, name)
-        opts = inputs.options
-        value = _token_mean(rows_fn(s, t, opts), labels)  # type: ignore[arg-type]
-        return (value * opts.temperature**2 if scaled else value), {}
+        value = masked_mean(rows_fn(s, t, options), label_mask(labels))  # type: ignore[arg-type]
+        return (value * options.temperature**2 if scaled else value), {}
 
     return fn
 
 
-def _kd_rows(s: Tensor, t: Tensor, o: LossOptions) -> Tensor:
+def _kd_rows(s: Tensor, t: Tensor, o: KDOptions) -> Tensor:
     if o.kd_topk:
         return ll.topk_kl_rows(s, t, o.temperature, o.kd_topk)
     return ll.forward_kl_rows(s, t, o.temperature)
@@ -156,152 +193,126 @@ def _check_hidden(inputs: LossInputs, name: str) -> None:
 def _hidden(inputs: LossInputs, name: str) -> tuple[Tensor, Tensor, Tensor]:
     _check_hidden(inputs, name)
     s_list, t_list = inputs.student_hidden, inputs.teacher_hidden
-    mask = inputs.mask.reshape(-1).to(torch.bool)
-    return hl.stack_layers(s_list), hl.stack_layers([t.detach() for t in t_list]), mask
+    return hl.stack_layers(s_list), hl.stack_layers([t.detach() for t in t_list]), flat_mask(inputs.mask)
 
 
-def _per_layer(values: Tensor, inputs: LossInputs, prefix: str = "") -> dict[str, Tensor]:
-    ids = inputs.options.layer_ids or tuple(range(1, values.shape[0] + 1))
+def layer_parts(values: Tensor, layer_ids: tuple[int, ...] | None, prefix: str = "") -> dict[str, Tensor]:
+    """`{prefix}layer<i>: value` per matched layer, named by student hidden index (else 1..L)."""
+    ids = layer_ids or tuple(range(1, values.shape[0] + 1))
     if len(ids) != values.shape[0]:
-        raise LossSpecError(f"options.layer_ids has {len(ids)} names for {values.shape[0]} matched layers")
+        raise LossSpecError(f"layer_ids has {len(ids)} names for {values.shape[0]} matched layers")
     return {f"{prefix}layer{i}": v for i, v in zip(ids, values, strict=True)}
 
 
-def _mse(inputs: LossInputs) -> LossOutput:
+def _mse(inputs: LossInputs, options: MSEOptions) -> LossOutput:
     s, t, mask = _hidden(inputs, "mse")
-    per = hl.mse_per_layer(s, t, mask, inputs.options.mse_normalize, inputs.options.norm_eps)
-    return per.mean(), _per_layer(per, inputs)
+    per = hl.mse_per_layer(s, t, mask, options.mse_normalize, options.norm_eps)
+    return per.mean(), layer_parts(per, inputs.layer_ids)
 
 
-def _cos(inputs: LossInputs) -> LossOutput:
+def _cos(inputs: LossInputs, options: CosOptions) -> LossOutput:
     s, t, mask = _hidden(inputs, "cos")
-    if inputs.options.cos_last_only:
+    if options.cos_last_only:
         per = hl.cosine_per_layer(s[-1:], t[-1:], mask)
-        ids = inputs.options.layer_ids
+        ids = inputs.layer_ids
         return per[0], {f"layer{ids[-1] if ids else s.shape[0]}": per[0]}
     per = hl.cosine_per_layer(s, t, mask)
-    return per.mean(), _per_layer(per, inputs)
+    return per.mean(), layer_parts(per, inputs.layer_ids)
 
 
-def _swd(inputs: LossInputs) -> LossOutput:
+def _swd(inputs: LossInputs, options: SWDOptions) -> LossOutput:
     s, t, mask = _hidden(inputs, "swd")
-    o = inputs.options
     gen = None
-    if o.swd_seed is not None:
+    if inputs.seed is not None:
         # Fresh directions every step, yet a resumed run draws the same ones as an uninterrupted run.
-        gen = torch.Generator(device=s.device).manual_seed(o.swd_seed * 1_000_003 + inputs.step)
-    per = hl.sliced_wasserstein_per_layer(s, t, mask, o.swd_projections, o.swd_p, o.swd_max_samples, gen)
-    return per.mean(), _per_layer(per, inputs)
+        gen = torch.Generator(device=s.device).manual_seed(inputs.seed * 1_000_003 + inputs.step)
+    per = hl.sliced_wasserstein_per_layer(s, t, mask, options.swd_projections, options.swd_p,
+                                          options.swd_max_samples, gen)
+    return per.mean(), layer_parts(per, inputs.layer_ids)
 
 
-def _wd(inputs: LossInputs) -> LossOutput:
-    if inputs.critics is None:
-        raise LossSpecError("loss 'wd' needs critics: pass a CriticTrainer as LossInputs.critics")
+def _wd(inputs: LossInputs, options: NoOptions) -> LossOutput:
+    if inputs.critic is None:
+        raise LossSpecError("loss 'wd' needs critics: pass their estimates as LossInputs.critic")
     _check_hidden(inputs, "wd")
-    per = inputs.critics.student_loss(inputs.student_hidden, inputs.mask)
-    parts = _per_layer(per, inputs, prefix="student_")
-    if inputs.critics.last_estimates is not None:
-        parts.update(_per_layer(inputs.critics.last_estimates, inputs))
+    per = inputs.critic.student_loss(inputs.student_hidden, inputs.mask)
+    parts = layer_parts(per, inputs.layer_ids, prefix="student_")
+    if inputs.critic.last_estimates is not None:
+        parts.update(layer_parts(inputs.critic.last_estimates, inputs.layer_ids))
     return per.sum(), parts
 
 
-REGISTRY: dict[str, LossSpec] = {
-    spec.name: spec
-    for spec in [
-        LossSpec("lm", _lm, False, True, False, False, "next-token cross-entropy on the labels"),
-        LossSpec("kd", _divergence("kd", _kd_rows), True, True, False, False,
-                 "forward KL(teacher || student) at temperature T, x T^2 (kd_topk: teacher's top-k)"),
-        LossSpec("rkl", _divergence("rkl", lambda s, t, o: ll.reverse_kl_rows(s, t, o.temperature)),
-                 True, True, False, False, "reverse KL(student || teacher), x T^2"),
-        LossSpec("jsd", _divergence("jsd", lambda s, t, o: ll.jsd_rows(s, t, o.temperature, o.jsd_beta)),
-                 True, True, False, False, "generalized Jensen-Shannon (jsd_beta), x T^2"),
-        LossSpec("skl",
-                 _divergence("skl", lambda s, t, o: ll.skew_kl_rows(s, t, o.temperature, o.skew_alpha)),
-                 True, True, False, False, "skew KL(p || a p + (1-a) q) (skew_alpha), x T^2"),
-        LossSpec("tvd", _divergence("tvd", lambda s, t, o: ll.tvd_rows(s, t, o.temperature), scaled=False),
-                 True, True, False, False, "total variation distance, in [0, 1]"),
-        LossSpec("mse", _mse, True, False, True, False, "mean over layers of hidden-state MSE"),
-        LossSpec("cos", _cos, True, False, True, False, "1 - cosine similarity of hidden states"),
-        LossSpec("swd", _swd, True, False, True, False, "critic-free sliced Wasserstein distance"),
-        LossSpec("wd", _wd, True, False, True, True, "WGAN-GP critics: sum over layers of -E[f(student)]"),
-    ]
-}
-
-def parse_losses(spec: str, weights: str | None = None) -> list[tuple[LossSpec, float]]:
-    """`"wd+kd+lm"`, `"0.3,0.4,0.3"` -> [(spec, weight), ...]; weights default to 1 each."""
-    names = [n.strip() for n in spec.split("+")]
-    if not spec.strip() or any(not n for n in names):
-        raise LossSpecError(f"empty loss name in --loss '{spec}': write names joined by '+', e.g. wd+kd+lm")
-    known = ", ".join(sorted(REGISTRY))
-    for name in names:
-        if name in PRESETS:
-            preset = PRESETS[name]
-            raise LossSpecError(f"'{name}' is a preset, not a loss: use --preset {name} "
-                                f"(= --loss {preset['loss']} --weights {preset['weights']} and more)")
-        if name not in REGISTRY:
-            raise LossSpecError(f"unknown loss '{name}' in --loss '{spec}'; known losses: {known}")
-    if len(set(names)) != len(names):
-        raise LossSpecError(f"a loss appears twice in --loss '{spec}': give each term once with its weight")
-    if weights is None or not weights.strip():
-        values = [1.0] * len(names)
-    else:
-        try:
-            values = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise LossSpecError(f"--weights '{weights}' must be comma-separated numbers, "
-                                "e.g. 0.3,0.4,0.3") from None
-        if len(values) != len(names):
-            raise LossSpecError(f"--weights '{weights}' has {len(values)} values for {len(names)} losses "
-                                f"in --loss '{spec}': give one weight per loss")
-        bad = [w for w in values if not math.isfinite(w) or w < 0]
-        if bad:
-            raise LossSpecError(f"--weights '{weights}' has a negative or non-finite weight ({bad[0]}): "
-                                "weights must be >= 0")
-    return [(REGISTRY[n], w) for n, w in zip(names, values, strict=True)]
+REGISTRY: dict[str, LossSpec] = {}
 
 
-def requirements(terms: list[tuple[LossSpec, float]]) -> Requirements:
-    specs = [s for s, _ in terms]
-    return Requirements(
-        teacher=any(s.needs_teacher for s in specs),
-        student_logits=any(s.needs_logits for s in specs),
-        teacher_logits=any(s.needs_logits and s.needs_teacher for s in specs),
-        hidden=any(s.needs_hidden for s in specs),
-        critic=any(s.needs_critic for s in specs),
-    )
+def register(spec: LossSpec) -> LossSpec:
+    """Add a term to the registry (a test or a user module may add its own before training)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", spec.name):
+        raise LossSpecError(f"loss name {spec.name!r} must be lowercase letters, digits and _")
+    if not (dataclasses.is_dataclass(spec.options) and spec.options.__dataclass_params__.frozen):
+        raise LossSpecError(f"loss '{spec.name}': options must be a frozen dataclass")
+    REGISTRY[spec.name] = spec
+    return spec
 
 
-def compute_losses(terms: list[tuple[LossSpec, float]], inputs: LossInputs,
+for _spec in [
+    LossSpec("lm", _lm, False, True, False, False, "next-token cross-entropy on the labels"),
+    LossSpec("kd", _divergence("kd", _kd_rows), True, True, False, False,
+             "forward KL(teacher || student) at temperature T, x T^2 (kd_topk: teacher's top-k)", KDOptions),
+    LossSpec("rkl", _divergence("rkl", lambda s, t, o: ll.reverse_kl_rows(s, t, o.temperature)),
+             True, True, False, False, "reverse KL(student || teacher), x T^2", LogitOptions),
+    LossSpec("jsd", _divergence("jsd", lambda s, t, o: ll.jsd_rows(s, t, o.temperature, o.jsd_beta)),
+             True, True, False, False, "generalized Jensen-Shannon (jsd_beta), x T^2", JSDOptions),
+    LossSpec("skl", _divergence("skl", lambda s, t, o: ll.skew_kl_rows(s, t, o.temperature, o.skew_alpha)),
+             True, True, False, False, "skew KL(p || a p + (1-a) q) (skew_alpha), x T^2", SkewOptions),
+    LossSpec("tvd", _divergence("tvd", lambda s, t, o: ll.tvd_rows(s, t, o.temperature), scaled=False),
+             True, True, False, False, "total variation distance, in [0, 1]", LogitOptions),
+    LossSpec("mse", _mse, True, False, True, False, "mean over layers of hidden-state MSE", MSEOptions),
+    LossSpec("cos", _cos, True, False, True, False, "1 - cosine similarity of hidden states", CosOptions),
+    LossSpec("swd", _swd, True, False, True, False, "critic-free sliced Wasserstein distance", SWDOptions),
+    LossSpec("wd", _wd, True, False, True, True, "WGAN-GP critics: sum over layers of -E[f(student)]"),
+]:
+    register(_spec)
+
+
+def compute_losses(terms: Sequence[Term], inputs: LossInputs,
                    check_finite: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted total and detached logs: `{name: unweighted value, name/part: ...}`.
 
     Losses run with autocast off (each casts to fp32 itself). `check_finite` costs one host sync; a
     non-finite total raises `NonFiniteLossError` naming the term. Zero-weight terms are logged only.
     """
+    values = term_values(terms, inputs)
     total: Tensor | None = None
     logs: dict[str, Tensor] = {}
-    with torch.autocast(inputs.labels.device.type, enabled=False):
-        for spec, weight in terms:
-            value, parts = spec.fn(inputs)
-            logs[spec.name] = value.detach()
-            for part, v in parts.items():
-                logs[f"{spec.name}/{part}"] = v.detach()
-            if weight != 0:
-                total = value * weight if total is None else total + value * weight
+    for term, (value, parts) in zip(terms, values, strict=True):
+        logs[term.name] = value.detach()
+        for part, v in parts.items():
+            logs[f"{term.name}/{part}"] = v.detach()
+        if term.weight != 0:
+            total = value * term.weight if total is None else total + value * term.weight
     if total is None:
         total = torch.zeros((), device=inputs.labels.device)
     if check_finite and not bool(torch.isfinite(total)):
-        raise_non_finite(terms, logs, inputs.step)
+        raise_non_finite(terms, logs)
     return total, logs
 
 
-def raise_non_finite(terms: list[tuple[LossSpec, float]], logs: dict[str, Tensor], step: int) -> None:
-    """Raise `NonFiniteLossError` for the first weighted term that is NaN/inf (else for the total)."""
-    for spec, weight in terms:
-        value = float(logs[spec.name])
-        if weight != 0 and not math.isfinite(value):
-            raise NonFiniteLossError(f"loss term '{spec.name}' is {value} at step {step}: lower the learning "
-                                     "rate or check the inputs (the last good checkpoint is unaffected)",
-                                     spec.name)
-    raise NonFiniteLossError(f"the weighted total loss is not finite at step {step} (each term is finite: "
-                             "the weights overflow it)", "total")
+def term_values(terms: Sequence[Term], inputs: LossInputs) -> list[LossOutput]:
+    """Each term's unweighted value (still attached to the graph) and its named parts, autocast off."""
+    with torch.autocast(inputs.labels.device.type, enabled=False):
+        return [term.spec.fn(inputs, term.options) for term in terms]
+
+
+def raise_non_finite(terms: Sequence[Term], logs: Mapping[str, Tensor]) -> None:
+    """Raise `NonFiniteLossError` for the first weighted term that is NaN/inf (else for the total).
+
+    The message names the term, not the step: the loop that catches it adds the one step number it uses.
+    """
+    for term in terms:
+        value = float(logs[term.name])
+        if term.weight != 0 and not math.isfinite(value):
+            raise NonFiniteLossError(f"loss term '{term.name}' is {value}: lower the learning rate or check the "
+                                     "inputs (the last good checkpoint is unaffected)", term.name)
+    raise NonFiniteLossError("the weighted total loss is not finite (each term is finite: the weights overflow it)",
+                             "total")

@@ -1,11 +1,10 @@
-"""The report's figures, drawn from a loaded study (report_data.StudyData): PNGs, written atomically.
+"""The report's figures, drawn from a loaded study (Code.report.data.StudyData): PNGs, written atomically.
 
 Each function returns the written file's name, or None when the study has nothing to draw for it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from Code.evaluation.plots import save_figure  # noqa: E402
 from Code.report.data import Run, StudyData  # noqa: E402
 from Code.report.stats import mean, std  # noqa: E402
 
@@ -34,12 +34,8 @@ def _auto_log(ax, values: list[float], ratio: float) -> None:
 
 
 def _save(fig, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path.name
+    """Write the PNG atomically (Code.evaluation.plots.save_figure); the file's name for the Markdown."""
+    return save_figure(fig, path, dpi=DPI).name
 
 
 def ppl_figure(study: StudyData, out: Path) -> str | None:

@@ -6,7 +6,6 @@ Handles what the report writes: headings, paragraphs, bullet lists, pipe tables,
 
 from __future__ import annotations
 
-import os
 import re
 import textwrap
 from pathlib import Path
@@ -16,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+
+from Code.utils import atomic_write  # noqa: E402
 
 PAGE_W, PAGE_H, MARGIN = 8.27, 11.69, 0.7   # A4, inches
 WIDTH = PAGE_W - 2 * MARGIN
@@ -115,72 +116,84 @@ class Pages:
 
 
 def render(md_path: str | Path, pdf_path: str | Path, title: str = "") -> Path:
-    """Render `md_path` to `pdf_path` (written to a temp file, then renamed)."""
+    """Render `md_path` to `pdf_path`, atomically (Code.utils.atomic_write: a temp file, then renamed)."""
     md_path, pdf_path = Path(md_path), Path(pdf_path)
     lines = md_path.read_text(encoding="utf-8").splitlines()
-    tmp = pdf_path.with_name(f".{pdf_path.name}.tmp")
-    with PdfPages(tmp, metadata={"Title": title or md_path.stem, "CreationDate": None}) as pdf:
+    atomic_write(pdf_path, lambda tmp: write_pdf(lines, md_path.parent, tmp, title or md_path.stem))
+    return pdf_path
+
+
+def write_pdf(lines: list[str], base: Path, out: Path, title: str) -> None:
+    """The PDF of Markdown `lines` (images relative to `base`) written to `out`, one block at a time."""
+    with PdfPages(out, metadata={"Title": title, "CreationDate": None}) as pdf:
         pages = Pages(pdf)
         pages.new()
-        i, para = 0, []
-
-        def flush_para() -> None:
-            if para:
-                pages.wrapped(" ".join(para), 9)
-                pages.y += 0.06
-                para.clear()
-
+        para: list[str] = []
+        i = 0
         while i < len(lines):
-            raw = lines[i]
-            s = raw.strip()
-            if s.startswith("```"):
-                flush_para()
-                i += 1
-                while i < len(lines) and not lines[i].strip().startswith("```"):
-                    pages.line(lines[i], 7.5, family="DejaVu Sans Mono")
-                    i += 1
-                pages.y += 0.06
-            elif s.startswith("#"):
-                flush_para()
-                level = len(s) - len(s.lstrip("#"))
-                size = {1: 16, 2: 13, 3: 11}.get(level, 10)
-                following = next((ln.strip() for ln in lines[i + 1 :] if ln.strip()), "")
-                figure = md_path.parent / following[following.find("(") + 1 : -1] \
-                    if following.startswith("![") else None
-                # keep a heading with what follows (all of it when that is a figure)
-                pages.room(size * 4 / 72 + (pages.image_size(figure)[1] if figure and figure.is_file() else 0.0))
-                pages.y += 0.08 if level > 1 else 0
-                pages.wrapped(s.lstrip("#").strip(), size, weight="bold")
-                pages.y += 0.04
-            elif s.startswith("|"):
-                flush_para()
-                rows = []
-                while i < len(lines) and lines[i].strip().startswith("|"):
-                    cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
-                    if not all(re.fullmatch(r":?-+:?", c) for c in cells if c):
-                        rows.append(cells)
-                    i += 1
-                pages.table(rows)
-                continue
-            elif re.fullmatch(r"!\[[^\]]*\]\([^)]+\)", s):
-                target = md_path.parent / s[s.index("(") + 1 : -1]
-                if target.is_file():
-                    # a caption line just before a figure goes to the figure's page, not left behind
-                    pages.room(pages.image_size(target)[1] + 0.1 + (0.4 if para else 0.0))
-                flush_para()
-                if target.is_file():
-                    pages.image(target)
-            elif s.startswith(("- ", "* ")) or re.match(r"\d+\. ", s):
-                flush_para()
-                indent = (len(raw) - len(raw.lstrip())) / 2 * 0.2
-                marker = "• " if s[0] in "-*" else s.split(" ", 1)[0] + " "
-                pages.wrapped(s.split(" ", 1)[1] if " " in s else "", 9, indent=0.15 + indent, first=marker)
-            elif not s:
-                flush_para()
-            else:
-                para.append(s)
-            i += 1
-        flush_para()
+            i = block(pages, lines, i, para, base)
+        flush_para(pages, para)
         pages.flush()
-    os.replace(tmp, pdf_path)
-    return pdf_path
+
+
+def flush_para(pages: Pages, para: list[str]) -> None:
+    """Set the pending paragraph lines as one wrapped paragraph."""
+    if para:
+        pages.wrapped(" ".join(para), 9)
+        pages.y += 0.06
+        para.clear()
+
+
+def block(pages: Pages, lines: list[str], i: int, para: list[str], base: Path) -> int:
+    """Lay out the block starting at line `i` (code, heading, table, image, bullet, text); the next line."""
+    raw = lines[i]
+    s = raw.strip()
+    if s.startswith("```"):
+        flush_para(pages, para)
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith("```"):
+            pages.line(lines[i], 7.5, family="DejaVu Sans Mono")
+            i += 1
+        pages.y += 0.06
+    elif s.startswith("#"):
+        flush_para(pages, para)
+        heading(pages, s, next((ln.strip() for ln in lines[i + 1 :] if ln.strip()), ""), base)
+    elif s.startswith("|"):
+        flush_para(pages, para)
+        rows = []
+        while i < len(lines) and lines[i].strip().startswith("|"):
+            cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells if c):
+                rows.append(cells)
+            i += 1
+        pages.table(rows)
+        return i
+    elif re.fullmatch(r"!\[[^\]]*\]\([^)]+\)", s):
+        target = base / s[s.index("(") + 1 : -1]
+        if target.is_file():
+            # a caption line just before a figure goes to the figure's page, not left behind
+            pages.room(pages.image_size(target)[1] + 0.1 + (0.4 if para else 0.0))
+        flush_para(pages, para)
+        if target.is_file():
+            pages.image(target)
+    elif s.startswith(("- ", "* ")) or re.match(r"\d+\. ", s):
+        flush_para(pages, para)
+        indent = (len(raw) - len(raw.lstrip())) / 2 * 0.2
+        marker = "• " if s[0] in "-*" else s.split(" ", 1)[0] + " "
+        pages.wrapped(s.split(" ", 1)[1] if " " in s else "", 9, indent=0.15 + indent, first=marker)
+    elif not s:
+        flush_para(pages, para)
+    else:
+        para.append(s)
+    return i + 1
+
+
+def heading(pages: Pages, s: str, following: str, base: Path) -> None:
+    """A heading, kept on one page with what follows it (all of it when that is a figure)."""
+    level = len(s) - len(s.lstrip("#"))
+    size = {1: 16, 2: 13, 3: 11}.get(level, 10)
+    figure = base / following[following.find("(") + 1 : -1] if following.startswith("![") else None
+    pages.room(size * 4 / 72 + (pages.image_size(figure)[1] if figure and figure.is_file() else 0.0))
+    pages.y += 0.08 if level > 1 else 0
+    pages.wrapped(s.lstrip("#").strip(), size, weight="bold")
+    pages.y += 0.04

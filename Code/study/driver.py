@@ -28,10 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from Code.study.presets import GENERIC, METHODS, PRESETS, Method, Preset
-
 from Code import CODE_DIR as CODE
 from Code import REPO
+from Code.study.presets import GENERIC, METHODS, PRESETS, Method, Preset
+from Code.cli import cli_main
+from Code.utils import atomic_write_text
+
 # launcher env -> args.json key: the settings that must match for an existing run to be reused
 CHECKED = {"SEED": "seed", "MAX_STEPS": "max_steps", "SEQ_LEN": "seq_len", "MICRO_BATCH": "micro_batch_size",
            "GRAD_ACCUM": "grad_accum", "LR": "lr", "STUDENT_LAYERS": "student_layers", "TEACHER": "teacher",
@@ -193,10 +195,7 @@ class Study:
                                                           "wall_s": round(time.perf_counter() - self.t0, 1)}]
             # not sorted: the order of "methods" is the order the report shows them in
             text = json.dumps({**self.manifest, "invocations": invocations}, indent=2) + "\n"
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / ".study.json.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, self.root / "study.json")
+            atomic_write_text(self.root / "study.json", text)
 
     def execute(self, cmd: list[str], env: dict[str, str], log: Path, what: str) -> tuple[bool, float]:
         """Run one command, its output to `log`; (succeeded, wall seconds)."""
@@ -410,53 +409,52 @@ def parse_seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        preset = PRESETS[args.preset]
-        if args.max_steps:
-            preset = replace(preset, train={**preset.train, "MAX_STEPS": str(args.max_steps)})
-        if args.teacher_steps:
-            preset = replace(preset, teacher_train={**preset.teacher_train, "MAX_STEPS": str(args.teacher_steps)})
-        names = [m.strip() for m in (args.methods or ",".join(preset.methods)).split(",") if m.strip()]
-        unknown = [n for n in names if n not in METHODS]
-        if unknown:
-            raise StudyError(f"unknown methods {unknown}: choose from {','.join(METHODS)}")
-        seeds = parse_seeds(args.seeds, preset.seeds)
-        root = Path(args.study_dir or REPO / "study" / preset.name).resolve()
-        extra = {"HF_HUB_OFFLINE": "1"} if preset.name == "cpu" and "HF_HUB_OFFLINE" not in os.environ else {}
-        study = Study(preset, root, args.dry_run, max(1, args.jobs or preset.jobs), extra)
-        study.manifest.update(preset=preset.name, preset_config=asdict(preset), seeds=seeds, methods={
-            n: {"label": METHODS[n].label, "launcher": str(launcher_path(METHODS[n].launcher).relative_to(REPO)),
-                "env": METHODS[n].env, "flags": preset.method_flags.get(n, [])} for n in names},
-            hardware=hardware(), git=git_state(), jobs=study.jobs, threads_per_job=study.threads)
-        study.say(f"study {preset.name}: {len(names)} methods x {len(seeds)} seeds in {root} "
-                  f"({study.jobs} at a time, {study.threads} thread(s) each)")
-        files = {"train": args.train_files, "valid": args.valid_files, "test": args.test_files}
-        data_dir = study.data(args.data_dir, args.corpus, files)
-        teacher = study.teacher(args.teacher, data_dir)
-        study.save()
-        study.runs([METHODS[n] for n in names], seeds, teacher, data_dir)
-        failed = list(study.invocation["failed"])
-        study.invocation["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-        study.invocation["load_average_end"] = _load()
-        study.save()
-        study.say(f"runs: {len(study.invocation['reused'])} reused, {len(study.invocation['trained'])} trained, "
-                  f"{len(study.invocation['resumed'])} resumed, {len(study.invocation['evaluated'])} evaluated, "
-                  f"{len(failed)} failed")
-        if not args.no_report and not args.dry_run:
-            out = args.report_dir or str(REPO / "Individual-Final-Project-Report" / ("" if preset.name == "cpu" else
-                                                                                  preset.name))
-            ok, _ = study.execute([sys.executable, str(CODE / "make_report.py"), "--study-dir", str(root),
-                                   "--out-dir", out], {}, root / "logs" / "report.log", "report")
-            study.say(f"report: {out}/report.md" if ok else "report: FAILED")
-            if not ok:
-                return 1
-        return 1 if failed else 0
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume (finished runs are reused)", file=sys.stderr)
-        return 130
+    return cli_main(lambda: run_study(args), (ValueError, FileNotFoundError),
+                    "run the same command again to resume (finished runs are reused)")
+
+
+def run_study(args) -> int:
+    """Data, teacher, every method x seed, evaluation, then the report; 0 when every run finished."""
+    preset = PRESETS[args.preset]
+    if args.max_steps:
+        preset = replace(preset, train={**preset.train, "MAX_STEPS": str(args.max_steps)})
+    if args.teacher_steps:
+        preset = replace(preset, teacher_train={**preset.teacher_train, "MAX_STEPS": str(args.teacher_steps)})
+    names = [m.strip() for m in (args.methods or ",".join(preset.methods)).split(",") if m.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise StudyError(f"unknown methods {unknown}: choose from {','.join(METHODS)}")
+    seeds = parse_seeds(args.seeds, preset.seeds)
+    root = Path(args.study_dir or REPO / "study" / preset.name).resolve()
+    extra = {"HF_HUB_OFFLINE": "1"} if preset.name == "cpu" and "HF_HUB_OFFLINE" not in os.environ else {}
+    study = Study(preset, root, args.dry_run, max(1, args.jobs or preset.jobs), extra)
+    study.manifest.update(preset=preset.name, preset_config=asdict(preset), seeds=seeds, methods={
+        n: {"label": METHODS[n].label, "launcher": str(launcher_path(METHODS[n].launcher).relative_to(REPO)),
+            "env": METHODS[n].env, "flags": preset.method_flags.get(n, [])} for n in names},
+        hardware=hardware(), git=git_state(), jobs=study.jobs, threads_per_job=study.threads)
+    study.say(f"study {preset.name}: {len(names)} methods x {len(seeds)} seeds in {root} "
+              f"({study.jobs} at a time, {study.threads} thread(s) each)")
+    files = {"train": args.train_files, "valid": args.valid_files, "test": args.test_files}
+    data_dir = study.data(args.data_dir, args.corpus, files)
+    teacher = study.teacher(args.teacher, data_dir)
+    study.save()
+    study.runs([METHODS[n] for n in names], seeds, teacher, data_dir)
+    failed = list(study.invocation["failed"])
+    study.invocation["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    study.invocation["load_average_end"] = _load()
+    study.save()
+    study.say(f"runs: {len(study.invocation['reused'])} reused, {len(study.invocation['trained'])} trained, "
+              f"{len(study.invocation['resumed'])} resumed, {len(study.invocation['evaluated'])} evaluated, "
+              f"{len(failed)} failed")
+    if not args.no_report and not args.dry_run:
+        out = args.report_dir or str(REPO / "Individual-Final-Project-Report" / ("" if preset.name == "cpu" else
+                                                                              preset.name))
+        ok, _ = study.execute([sys.executable, str(CODE / "make_report.py"), "--study-dir", str(root),
+                               "--out-dir", out], {}, root / "logs" / "report.log", "report")
+        study.say(f"report: {out}/report.md" if ok else "report: FAILED")
+        if not ok:
+            return 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

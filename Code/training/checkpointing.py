@@ -93,16 +93,20 @@ def load_training_state(engine: Any, ckpt_root: str | Path) -> tuple[dict[str, A
 
 
 def resume_training(engine: Any, ckpt_root: str | Path, total_steps: int,
-                    critics: Any | None = None) -> tuple[int, float]:
-    """`--resume`: restore engine, RNG and critics from the latest checkpoint; (step, best validation loss)."""
+                    step_state: Any | None = None) -> tuple[int, float]:
+    """`--resume`: restore engine, RNG and the step's own state (critics) from the latest checkpoint.
+
+    Returns (steps done, best validation score). `step_state.load_state_dict` gets this rank's saved
+    state (the keys the step's `state_dict` wrote beside `torch_rng`).
+    """
     restored = load_training_state(engine, ckpt_root)
     if restored is None:
         print0(f"no checkpoint in {ckpt_root}: starting from step 0")
         return 0, math.inf
     client, state = restored
     torch.set_rng_state(state["torch_rng"])
-    if critics is not None:
-        critics.load_state_dict(state["critics"])
+    if step_state is not None:
+        step_state.load_state_dict(state)
     step = int(client["step"])
     print0(f"resumed from step {step} of {total_steps}")
     return step, float(client.get("best_val", math.inf))

@@ -7,19 +7,19 @@ machines where DeepSpeed won't install; it writes its own checkpoint format (no 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from Code.config import OptimConfig
 from Code.utils import atomic_torch_save
 
 
@@ -44,7 +44,7 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], 
     return factor
 
 
-def deepspeed_config(args: argparse.Namespace, world: int, device: torch.device) -> dict[str, Any]:
+def deepspeed_config(args: OptimConfig, world: int, device: torch.device) -> dict[str, Any]:
     """The JSON file's structure with every "auto" filled from the flags (arguments.py owns the values)."""
     path = Path(args.ds_config)
     if not path.is_file():
@@ -86,9 +86,26 @@ def maybe_compile(model: nn.Module, mode: str, device: torch.device) -> bool:
     return False
 
 
-def make_engine(args: argparse.Namespace, model: nn.Module, total_steps: int, device: torch.device) -> Any:
+class Engine(Protocol):
+    """What the trainer needs of an engine (DeepSpeed's engine has exactly this surface)."""
+
+    module: nn.Module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def backward(self, loss: torch.Tensor) -> None: ...
+    def step(self) -> None: ...
+    def get_lr(self) -> list[float]: ...
+    def train(self) -> None: ...
+    def eval(self) -> None: ...
+    def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any], save_latest: bool = False) -> Any: ...
+    def load_checkpoint(self, root: str, tag: str) -> tuple[str | None, dict[str, Any]]: ...
+
+
+def make_engine(args: OptimConfig, model: nn.Module, total_steps: int, device: torch.device,
+                compile_mode: str = "off") -> Engine:
+    """DeepSpeed (`args.launcher == "deepspeed"`) or DDP engine over `model`, warm-up + cosine LR."""
     schedule = warmup_cosine(args.warmup_steps, total_steps, args.min_lr_ratio)
-    maybe_compile(model, getattr(args, "compile", "off"), device)
+    maybe_compile(model, compile_mode, device)
     if args.launcher == "deepspeed":
         import deepspeed
 
@@ -104,7 +121,7 @@ def make_engine(args: argparse.Namespace, model: nn.Module, total_steps: int, de
 class DDPEngine:
     """DeepSpeed-engine-shaped wrapper over DDP + AdamW + autocast, for `LAUNCHER=torchrun`."""
 
-    def __init__(self, model: nn.Module, args: argparse.Namespace, schedule: Callable[[int], float],
+    def __init__(self, model: nn.Module, args: OptimConfig, schedule: Callable[[int], float],
                  device: torch.device) -> None:
         self.module = model.to(device)
         self.device = device

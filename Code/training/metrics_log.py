@@ -56,3 +56,21 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
             continue
         by_key[(rec.get("kind", "train"), int(rec.get("step", 0)))] = rec
     return [by_key[k] for k in sorted(by_key, key=lambda k: (k[1], k[0]))]
+
+
+def mean_over_ranks(values: dict[str, Any], count: int) -> dict[str, float]:
+    """Average accumulated tensors over `count` micro-batches and across ranks.
+
+    One stacked tensor and one all-reduce, so one host sync per log interval for the logged values.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not values:
+        return {}
+    keys = sorted(values)
+    stacked = torch.stack([values[k].float() for k in keys]) / max(count, 1)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(stacked)
+        stacked /= dist.get_world_size()
+    return dict(zip(keys, stacked.tolist(), strict=True))

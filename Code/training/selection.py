@@ -7,36 +7,37 @@ minus ROUGE-L) plus the values to log; it never needs to know which criterion is
 
 from __future__ import annotations
 
-import argparse
 import math
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from Code.config import SelectionConfig
 from Code.instruction_data import load_examples
 from Code.modeling.generation import generate_responses, rouge_l
 
 
 class Selection:
-    def __init__(self, args: argparse.Namespace, tokenizer, device: torch.device, rank: int = 0,
-                 world: int = 1) -> None:
-        self.by = args.select_by
+    def __init__(self, cfg: SelectionConfig, data_dir: str | Path, batch_size: int, tokenizer,
+                 device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.by = cfg.select_by
         self.device = device
         if self.by != "rougeL":
             return
         if tokenizer is None:
-            raise ValueError(f"--select-by rougeL decodes generations, but {args.data_dir} has no tokenizer/ "
+            raise ValueError(f"--select-by rougeL decodes generations, but {data_dir} has no tokenizer/ "
                              "folder: reconvert the data with python Code/data_download.py")
-        examples = load_examples(args.data_dir, "valid", limit=args.val_prompts)
+        examples = load_examples(data_dir, "valid", limit=cfg.val_prompts)
         mine = examples[rank::world]  # each rank scores its share; sums are all-reduced
         self.tokenizer = tokenizer
         self.prompts = [e.prompt for e in mine]
         self.references = [e.reference if e.reference is not None else tokenizer.decode(e.response)
                            for e in mine]
         self.eos = int(tokenizer.eos_token_id)
-        self.max_new_tokens = args.max_new_tokens
-        self.max_prompt_len = args.max_prompt_len
-        self.batch_size = args.micro_batch_size
+        self.max_new_tokens = cfg.max_new_tokens
+        self.max_prompt_len = cfg.max_prompt_len
+        self.batch_size = batch_size
 
     @torch.no_grad()
     def measure(self, model, val_loss: float) -> tuple[float, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""Turn resolved arguments into the run's pieces: models, layer map, critics, data loaders.
+"""Turn the run's typed config into its pieces: models, layer map, critics, data loaders.
 
 Everything here validates before any training starts, so a bad layer map or a vocabulary mismatch
 costs seconds, not an hour.
@@ -6,7 +6,6 @@ costs seconds, not an hour.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from Code.config import CriticConfig, ModelConfig
 from Code.critic import CriticTrainer
 from Code.distributed_indexed import DistributedBlockSampler
 from Code.instruction_data import labels_from, task_blocks
@@ -21,7 +21,6 @@ from Code.lm_datasets import LMBlocks, check_vocab, load_meta
 from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
 from Code.modeling.loading import load_student, load_teacher
 from Code.modeling.truncation import build_student_from_config, parse_student_layers, truncate_teacher
-from Code.training.distill_step import LossPlan
 
 
 @dataclass
@@ -33,28 +32,28 @@ class Models:
     teacher_dim: int
 
 
-def build_models(args: argparse.Namespace, plan: LossPlan, device: torch.device,
+def build_models(cfg: ModelConfig, data_dir: str | Path, needs_teacher: bool, seed: int, device: torch.device,
                  teacher_dtype: torch.dtype) -> Models:
-    meta = load_meta(args.data_dir)
-    if args.no_teacher and plan.needs_teacher:
-        raise ValueError(f"--no-teacher but loss {args.loss!r} needs a teacher: drop --no-teacher or use --loss lm")
+    meta = load_meta(data_dir)
+    if cfg.no_teacher and needs_teacher:
+        raise ValueError("--no-teacher but the loss needs a teacher: drop --no-teacher or use --loss lm")
     teacher = None
-    if not args.no_teacher:
-        teacher = load_teacher(args.teacher, device=device, dtype=teacher_dtype)
-        check_vocab(meta, teacher.config.vocab_size, what=f"teacher {args.teacher}")
+    if not cfg.no_teacher:
+        teacher = load_teacher(cfg.teacher, device=device, dtype=teacher_dtype)
+        check_vocab(meta, teacher.config.vocab_size, what=f"teacher {cfg.teacher}")
     student_layers = None
-    if args.student:
-        student = load_student(args.student)
-    elif args.student_config:
+    if cfg.student:
+        student = load_student(cfg.student)
+    elif cfg.student_config:
         # Without a teacher (pretraining one from scratch), the vocabulary comes from the data's tokenizer.
         eos = int(meta["eos_id"])
         base = teacher.config if teacher is not None else GPT2Config(
             vocab_size=int(meta["vocab_size"]), bos_token_id=eos, eos_token_id=eos)
-        student = build_student_from_config(args.student_config, base, seed=args.seed)
+        student = build_student_from_config(cfg.student_config, base, seed=seed)
     else:
         if teacher is None:
             raise ValueError("a truncated student needs a teacher: give --teacher, --student or --student-config")
-        student_layers = parse_student_layers(args.student_layers, teacher.config.n_layer)
+        student_layers = parse_student_layers(cfg.student_layers, teacher.config.n_layer)
         student = truncate_teacher(teacher, student_layers)
         student.requires_grad_(True)
     check_vocab(meta, student.config.vocab_size, what="student")
@@ -64,19 +63,17 @@ def build_models(args: argparse.Namespace, plan: LossPlan, device: torch.device,
     layer_map: list[tuple[int, int]] = []
     if teacher is not None:
         s_layers, t_layers = student.config.n_layer, teacher.config.n_layer
-        layer_map, _ = resolve_layer_map(args.layer_map, student_layers, s_layers, t_layers)
+        layer_map, _ = resolve_layer_map(cfg.layer_map, student_layers, s_layers, t_layers)
         validate_layer_map(layer_map, s_layers, t_layers, student.config.n_embd, teacher_dim)
     return Models(teacher, student, student_layers, layer_map, teacher_dim)
 
 
-def build_critics(args: argparse.Namespace, n_layers: int, dim: int, total_steps: int,
+def build_critics(cfg: CriticConfig, n_layers: int, dim: int, total_steps: int, seed: int,
                   device: torch.device) -> CriticTrainer:
-    betas = tuple(float(b) for b in args.critic_betas.split(","))
     return CriticTrainer(
-        num_layers=n_layers, dim=dim, hidden=args.critic_hidden, optimizer=args.critic_optimizer,
-        lr=args.critic_lr, betas=betas, gp_lambda=args.gp_lambda, n_critic=args.n_critic,
-        max_samples=args.critic_samples, seed=args.seed, device=device,
-        schedule=args.critic_schedule, total_steps=total_steps,
+        num_layers=n_layers, dim=dim, hidden=cfg.hidden, optimizer=cfg.optimizer, lr=cfg.lr, betas=cfg.betas,
+        gp_lambda=cfg.gp_lambda, n_critic=cfg.n_critic, max_samples=cfg.samples, seed=seed, device=device,
+        schedule=cfg.schedule, total_steps=total_steps,
     )
 
 
@@ -102,7 +99,7 @@ def valid_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int,
 
 
 def as_batch(block: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A block of seq_len + 1 tokens -> inputs and next-token labels (-100 on prompt targets, task dolly)."""
+    """A block of seq_len + 1 tokens -> inputs and next-token labels (-100 on prompt targets, task prompt)."""
     if isinstance(block, dict):
         tokens, is_prompt = (block[k].to(device, non_blocking=True) for k in ("tokens", "is_prompt"))
         input_ids, labels = labels_from(tokens, is_prompt)

@@ -1,0 +1,353 @@
+"""Fail fast: validate a whole run's configuration in seconds, before any rank starts.
+
+    python Code/train_related.py --check ...     # what the launchers run first (Code/launch_common.sh)
+
+`check_run(cfg, world_size)` reads only small files: meta.json and the token indexes of the data folder,
+the models' config.json (a local `save_pretrained` folder, the local Hugging Face cache, else the hub's
+config when the hub answers), the student spec, the DeepSpeed JSON and the run folder's listing. It loads
+no weights, starts no process group and imports neither deepspeed nor datasets. Each problem is one
+`ConfigError` line naming it and its fix; the same checks guard the trainer, which calls `check_run` and
+`check_run_dir` again inside the ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from transformers import GPT2Config
+
+from Code.arguments import ConfigError, parse_config
+from Code.config import RunConfig
+from Code.hub import hub_reachable
+from Code.instruction_data import HOW as PROMPT_HOW
+from Code.instruction_data import prompt_lengths
+from Code.lm_datasets import check_vocab, load_meta, open_split
+from Code.modeling.generation import prompt_budget
+from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
+from Code.modeling.truncation import parse_student_layers, student_config_from_spec
+
+STARTED = ("metrics.jsonl", "checkpoints", "best", "final")  # what a run writes once it has begun
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+OFFLINE_FIX = "pass a local save_pretrained folder, e.g. one made by scripts/pretrain_teacher.sh"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _one_line():
+    """Any ValueError / FileNotFoundError of the checks below becomes a ConfigError of its first line."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        raise ConfigError(first_line(exc)) from exc
+
+
+# ------------------------------------------------------------------------------------------- run folder
+def check_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix a new run into a started one (metrics.jsonl, checkpoints/, best/ or final/).
+
+    --resume or --overwrite lets it through; --resume without a checkpoint starts from step 0, as the
+    trainer does. A folder holding only args.json (a run that failed before its first log line) may be
+    retried as is. Reads the listing only: nothing is written.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out-dir {out} is a file, not a folder: pass another --out-dir or RUN_NAME")
+    started = any((out / name).exists() for name in STARTED)
+    if started and not (resume or overwrite):
+        raise ConfigError(f"{out} already holds a run: pass --resume to continue it or --overwrite to start over")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the run folder {out} ({parent} is not writable): pass another --out-dir")
+
+
+# ---------------------------------------------------------------------------------------------- models
+def model_config(name_or_path: str, what: str) -> GPT2Config:
+    """A model's GPT2Config, no weights: a local folder, else the local HF cache, else the hub if it answers.
+
+    The same resolution order as `Code.modeling.loading`, so what passes here also loads there.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{what} folder {path} has no config.json; point at a folder written by save_pretrained")
+        try:
+            raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{what} {path / 'config.json'} is not valid JSON ({first_line(exc)}): "
+                              "save the model again with save_pretrained") from None
+        kind = raw.get("model_type") if isinstance(raw, dict) else None
+        if kind not in (None, "gpt2"):
+            raise ConfigError(f"{what} {path} is a {kind!r} model, not GPT-2: point at a GPT-2 save_pretrained folder")
+        if not any((path / name).is_file() for name in WEIGHTS):
+            raise ConfigError(f"{what} folder {path} has a config.json but no weights ({WEIGHTS[0]}): "
+                              "save the model with save_pretrained")
+        try:
+            return GPT2Config.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot read the {what} config in {path}: {first_line(exc)}") from None
+    name = str(name_or_path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ConfigError(f"{what} folder {path} not found; pass a folder written by save_pretrained")
+    with contextlib.suppress(OSError, ValueError):  # an earlier online session may have cached it
+        return GPT2Config.from_pretrained(name, local_files_only=True)
+    if hub_reachable():
+        try:
+            return GPT2Config.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load {what} '{name}' from the hub: {first_line(exc)}") from None
+    raise ConfigError(f"{what} '{name}': no such local folder, not in the local Hugging Face cache, and the hub is "
+                      f"unreachable (offline); {OFFLINE_FIX}")
+
+
+@dataclass(frozen=True)
+class _Models:
+    teacher: GPT2Config | None
+    student: GPT2Config
+    student_kind: str                       # how the student is made, for the summary
+    student_layers: list[int] | None
+    layer_map: list[tuple[int, int]]
+
+
+def _models(cfg: RunConfig, meta: dict, needs_teacher: bool) -> _Models:
+    """The teacher's and student's configs, as `setup.build_models` would make them, and the layer map."""
+    m = cfg.model
+    if m.no_teacher and needs_teacher:
+        raise ConfigError(f"--no-teacher but loss {cfg.loss_label!r} needs a teacher: drop --no-teacher "
+                          "(NO_TEACHER) or use --loss lm")
+    teacher = None
+    if not m.no_teacher:
+        teacher = model_config(m.teacher, "teacher")
+        with _one_line():
+            check_vocab(meta, teacher.vocab_size, what=f"teacher {m.teacher}")
+    student_layers = None
+    if m.student:
+        student, kind = model_config(m.student, "student"), f"from {m.student}"
+    elif m.student_config:
+        eos = int(meta["eos_id"])
+        base = teacher if teacher is not None else GPT2Config(
+            vocab_size=int(meta["vocab_size"]), bos_token_id=eos, eos_token_id=eos)
+        with _one_line():
+            student = student_config_from_spec(m.student_config, base)
+        kind = f"random {m.student_config}"
+    else:
+        if teacher is None:
+            raise ConfigError("a truncated student needs a teacher: give --teacher, --student or --student-config "
+                              "(or drop --no-teacher)")
+        with _one_line():
+            student_layers = parse_student_layers(m.student_layers, teacher.n_layer)
+        if getattr(teacher, "scale_attn_by_inverse_layer_idx", False):
+            raise ConfigError("cannot truncate a teacher with scale_attn_by_inverse_layer_idx=True: give --student "
+                              "or --student-config instead of --student-layers")
+        student = GPT2Config.from_dict({**teacher.to_dict(), "n_layer": len(student_layers)})
+        kind = f"teacher blocks {','.join(map(str, student_layers))}"
+    with _one_line():
+        check_vocab(meta, student.vocab_size, what="student")
+    layer_map: list[tuple[int, int]] = []
+    if teacher is not None:
+        with _one_line():
+            layer_map, _ = resolve_layer_map(m.layer_map, student_layers, student.n_layer, teacher.n_layer)
+            validate_layer_map(layer_map, student.n_layer, teacher.n_layer, student.n_embd, teacher.n_embd)
+    return _Models(teacher, student, kind, student_layers, layer_map)
+
+
+def _contexts(models: _Models) -> list[tuple[str, int]]:
+    named = [("teacher", models.teacher), ("student", models.student)]
+    return [(name, int(c.n_positions)) for name, c in named if c is not None]
+
+
+def _check_seq_len(seq_len: int, models: _Models) -> None:
+    contexts = _contexts(models)
+    limit = min(n for _, n in contexts)
+    if seq_len > limit:
+        have = " and ".join(f"the {name}'s {n}" for name, n in contexts)
+        raise ConfigError(f"--seq-len {seq_len} is longer than the models' context ({have} positions): lower "
+                          f"SEQ_LEN/--seq-len to at most {limit}, or use a model with a longer context")
+
+
+def _check_generation(cfg: RunConfig, models: _Models, minillm: bool) -> None:
+    """Rollouts (MiniLLM) and ROUGE-L selection generate `--max-new-tokens` after a prompt."""
+    if not (minillm or cfg.select.select_by == "rougeL"):
+        return
+    for config in (models.student, models.teacher if minillm else None):
+        if config is not None:
+            with _one_line():
+                prompt_budget(_HasConfig(config), cfg.select.max_new_tokens, cfg.select.max_prompt_len)
+
+
+@dataclass(frozen=True)
+class _HasConfig:  # prompt_budget reads model.config only
+    config: GPT2Config
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _data(data_dir: str) -> dict:
+    with _one_line():
+        meta = load_meta(data_dir)
+    for key in ("vocab_size", "eos_id"):
+        if key not in meta:
+            raise ConfigError(f"{Path(data_dir) / 'meta.json'} has no {key}: re-run the conversion "
+                              "(python Code/data_download.py ... --overwrite)")
+    return meta
+
+
+def _split(data_dir: str, split: str, seq_len: int, task: str) -> tuple[int, int]:
+    """(blocks of seq_len + 1 tokens, documents) of a split; prompt data also needs its prompt lengths."""
+    with _one_line():
+        data = open_split(data_dir, split)
+        if task == "prompt":
+            lengths = prompt_lengths(data_dir, split, len(data))
+            if np.any(lengths > np.asarray(data.sizes)):
+                raise ConfigError(f"a prompt length of split {split!r} exceeds its document's length: "
+                                  f"{PROMPT_HOW} --overwrite")
+    blocks = max(0, (data.num_tokens - 1) // seq_len)
+    if blocks < 1:
+        raise ConfigError(f"{split} split of {data_dir} holds {data.num_tokens} tokens, fewer than one block of "
+                          f"--seq-len {seq_len} + 1: lower SEQ_LEN/--seq-len or add data")
+    return blocks, len(data)
+
+
+def _check_train_blocks(data_dir: str, blocks: int, seq_len: int, batch: int, world: int) -> None:
+    if blocks < batch * world:
+        raise ConfigError(f"train split of {data_dir} holds {blocks} blocks of {seq_len} tokens, fewer than one "
+                          f"batch per rank ({batch} x {world}): lower --seq-len or --micro-batch-size, or add data")
+
+
+def _check_ds_config(cfg: RunConfig) -> None:
+    if cfg.optim.launcher != "deepspeed":
+        return
+    path = Path(cfg.optim.ds_config)
+    if not path.is_file():
+        raise ConfigError(f"DeepSpeed config {path} not found: pass --ds-config PATH (e.g. Code/ds_config_bf16.json)")
+    try:
+        ok = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"DeepSpeed config {path} is not valid JSON ({first_line(exc)}): fix it") from None
+    if not ok:
+        raise ConfigError(f"DeepSpeed config {path} must hold a JSON object")
+
+
+# --------------------------------------------------------------------------------------------- the check
+def check_run(cfg: RunConfig, world_size: int = 1, *, minillm: bool = False) -> str:
+    """Validate the run `cfg` for `world_size` ranks; a one-line summary, or ConfigError naming problem and fix.
+
+    `minillm`: the run is `train_minillm.py` (prompt data, a teacher, prompts per rank, rollout room).
+    """
+    if world_size < 1:
+        raise ConfigError(f"world size must be at least 1, got {world_size}")
+    data_dir, seq_len, task = cfg.data.data_dir, cfg.data.seq_len, cfg.data.task
+    batch = cfg.optim.micro_batch_size
+    if minillm and task != "prompt":
+        raise ConfigError("MiniLLM samples responses to prompts: pass --task prompt (TASK=prompt) with a data dir "
+                          "converted by python Code/data_download.py --dataset dolly")
+    needs_teacher = True if minillm else any(t.spec.needs_teacher for t in cfg.losses)
+    if cfg.model.no_teacher and needs_teacher and minillm:
+        raise ConfigError("MiniLLM needs a teacher (reverse KL to it): drop --no-teacher (NO_TEACHER)")
+
+    meta = _data(data_dir)
+    models = _models(cfg, meta, needs_teacher)
+    _check_seq_len(seq_len, models)
+    train_blocks, train_docs = _split(data_dir, "train", seq_len, task)
+    if minillm:
+        if train_docs // world_size < batch:
+            raise ConfigError(f"{train_docs} training prompts give each of {world_size} ranks fewer than one batch "
+                              f"of {batch}: lower --micro-batch-size")
+        pt_dir = cfg.minillm.pt_data_dir or data_dir
+        same = Path(pt_dir).resolve() == Path(data_dir).resolve()
+        if not same:
+            pt_meta = _data(pt_dir)
+            with _one_line():
+                check_vocab(pt_meta, models.student.vocab_size, what="student")
+        pt_blocks, _ = _split(pt_dir, "train", seq_len, task if same else "lm")
+        _check_train_blocks(pt_dir, pt_blocks, seq_len, batch, world_size)
+    else:
+        _check_train_blocks(data_dir, train_blocks, seq_len, batch, world_size)
+    valid_blocks, _ = _split(data_dir, "valid", seq_len, task)
+    if valid_blocks < world_size:
+        raise ConfigError(f"valid split of {data_dir} holds {valid_blocks} blocks of {seq_len} tokens, fewer than "
+                          f"one per rank ({world_size}): lower --seq-len, use fewer ranks or add validation data")
+    _check_generation(cfg, models, minillm)
+    if cfg.select.select_by == "rougeL" and not (Path(data_dir) / "tokenizer").is_dir():
+        raise ConfigError(f"--select-by rougeL decodes generations, but {data_dir} has no tokenizer/ folder: "
+                          "reconvert the data with python Code/data_download.py")
+    _check_ds_config(cfg)
+    check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+
+    teacher = "none" if models.teacher is None else (
+        f"{cfg.model.teacher} ({models.teacher.n_layer}x{models.teacher.n_embd}, context {models.teacher.n_positions})")
+    s = models.student
+    state = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "new"
+    loss = "minillm" if minillm else cfg.loss_label
+    return (f"check ok: teacher {teacher}; student {models.student_kind} ({s.n_layer}x{s.n_embd}); loss {loss}; "
+            f"layer map {models.layer_map}; data {data_dir} (train {train_blocks} blocks of {seq_len}, "
+            f"{train_blocks // (batch * world_size)} batches of {batch} per rank x {world_size}); "
+            f"out {cfg.out_dir} ({state})")
+
+
+def _world_size() -> int:
+    """Ranks the launcher will start: CHECK_WORLD_SIZE (set by Code/launch_common.sh), else WORLD_SIZE, else 1.
+
+    CHECK_WORLD_SIZE is a whole number or a product like `auto*2`, where `auto` is the launcher's default
+    ranks per node: the visible GPUs, else 1.
+    """
+    for var in ("CHECK_WORLD_SIZE", "WORLD_SIZE"):
+        value = os.environ.get(var, "").strip()
+        if not value:
+            continue
+        n = 1
+        for part in value.split("*"):
+            part = part.strip()
+            if part == "auto":
+                import torch
+
+                n *= torch.cuda.device_count() or 1
+                continue
+            try:
+                n *= int(part)
+            except ValueError:
+                raise ConfigError(f"{var}={value!r} is not a number of ranks (e.g. 2, auto or auto*2)") from None
+        if n < 1:
+            raise ConfigError(f"{var}={value!r}: the number of ranks must be at least 1")
+        return n
+    return 1
+
+
+def _parse(argv: list[str] | None) -> RunConfig:
+    """parse_config, with argparse's usage + `prog: error:` turned into one ConfigError line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parse_config(argv)
+    except SystemExit as exc:
+        if exc.code in (0, None):  # --help
+            raise
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        message = lines[-1].split(": error: ", 1)[-1] if lines else f"bad command line (exit {exc.code})"
+        raise ConfigError(f"{message} (see --help)") from None
+
+
+def run_check(argv: list[str] | None = None, *, minillm: bool = False) -> int:
+    """`--check`: parse the command line, check the run, print the summary (exit 0) or one `error:` line (2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = _parse(argv)
+        summary = check_run(cfg, _world_size(), minillm=minillm)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        print(f"error: {first_line(exc)}", file=sys.stderr, flush=True)
+        return 2
+    print(summary, flush=True)
+    return 0

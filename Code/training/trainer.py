@@ -1,0 +1,191 @@
+"""The one training loop. A `Trainer` owns a run: setup, resume, the loop, logging, evaluation, `best/`
+selection and saving; a `Step` (distillation or MiniLLM) owns what one micro-batch does.
+
+    cfg = parse_config(argv)                       # Code/arguments.py: flags -> typed RunConfig
+    Trainer(cfg, DistillStep).run()                # or MiniLLMStep
+
+Step numbers are 1-based everywhere: the log line, metrics.jsonl, checkpoints `step<N>` and error
+messages all name the optimizer step being taken or just completed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from Code.config import RunConfig
+from Code.objectives.registry import NonFiniteLossError
+from Code.tokenization import load_tokenizer
+from Code.training.checkpointing import resume_training, save_hf_folder, save_training_state
+from Code.training.engines import Engine, init_distributed, make_engine
+from Code.training.metrics_log import MetricsLog, mean_over_ranks
+from Code.training.preflight import check_run, check_run_dir
+from Code.training.selection import Selection
+from Code.training.setup import build_models, valid_loader
+from Code.training.steps import Step, StepOutput
+from Code.training.validation import evaluate_lm
+from Code.utils import atomic_write_json, barrier, is_main, pick_device, print0, rank, seed_everything, world_size
+
+
+def single_process_env() -> None:
+    """Let plain `python Code/train_related.py` run as one rank without a launcher."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def prepare_run_dir(cfg: RunConfig) -> Path:
+    """Refuse to mix into a started run (unless --resume/--overwrite); clear it on --overwrite; args.json."""
+    out = cfg.out_dir
+    check_run_dir(out, cfg.resume, cfg.overwrite)
+    if cfg.overwrite and is_main():
+        for name in ("checkpoints", "best", "final", "tensorboard", "eval"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    barrier()
+    if is_main():
+        atomic_write_json(out / "args.json", cfg.flags)
+    return out
+
+
+def train_micro_batch(engine: Engine, step_obj: Step, batch: Any, step: int, micro: int) -> StepOutput:
+    """One micro-batch: the step's loss, backward, the engine's (accumulating) step; `parts["loss"]` added."""
+    try:
+        out = step_obj.compute(batch, step, micro)
+    except NonFiniteLossError as exc:
+        raise ValueError(f"step {step}: {exc}") from exc
+    engine.backward(out.loss)
+    engine.step()
+    step_obj.after_update()
+    out.parts["loss"] = out.loss.detach()
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, step_type: Any) -> None:
+        init_distributed(cfg.optim.launcher)
+        self.cfg = cfg
+        self.device = pick_device("auto")
+        seed_everything(cfg.seed)
+        check_run(cfg, world_size())  # what the launcher checked before starting the ranks, again here
+        self.out = prepare_run_dir(cfg)
+        bf16_teacher = self.device.type == "cuda" and cfg.optim.precision == "bf16"
+        self.models = build_models(cfg.model, cfg.data.data_dir, step_type.needs_teacher(cfg), cfg.seed,
+                                   self.device, torch.bfloat16 if bf16_teacher else torch.float32)
+        tok_dir = Path(cfg.data.data_dir) / "tokenizer"
+        self.tokenizer = load_tokenizer(str(tok_dir)) if tok_dir.is_dir() else None
+        self.step: Step = step_type.for_run(cfg, self.models, self.device, self.tokenizer)
+        accum = cfg.optim.grad_accum
+        self.total_steps = cfg.optim.max_steps or max(
+            1, math.ceil(cfg.optim.epochs * (self.step.batches_per_epoch() // accum)))
+        self.valid = valid_loader(cfg.data.data_dir, cfg.data.seq_len, cfg.optim.micro_batch_size, rank(),
+                                  world_size(), task=cfg.data.task)
+        self.selection = Selection(cfg.select, cfg.data.data_dir, cfg.optim.micro_batch_size, self.tokenizer,
+                                   self.device, rank(), world_size())
+        self.engine = make_engine(cfg.optim, self.step.module, self.total_steps, self.device, cfg.model.compile)
+        self.step.bind(self.engine, self.total_steps * accum)
+        self.done, self.best = 0, math.inf
+        if cfg.resume:
+            self.done, self.best = resume_training(self.engine, self.ckpt_root, self.total_steps, self.step)
+        self.info = {"teacher": None if cfg.model.no_teacher else cfg.model.teacher,
+                     "student_layers": self.models.student_layers,
+                     "data_dir": str(Path(cfg.data.data_dir).resolve()), "seq_len": cfg.data.seq_len,
+                     "task": cfg.data.task, **self.step.info}
+        self.log = MetricsLog(self.out, tensorboard=cfg.log.tensorboard) if is_main() else None
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
+
+    def run(self) -> None:
+        """Steps `done+1 .. total`: micro-batches, then log / evaluate / save when due; final/ at the end."""
+        cfg, accum = self.cfg, self.cfg.optim.grad_accum
+        print0(f"run {self.out}: {self.total_steps} steps, loss {self.step.info['loss']}, student "
+               f"{sum(p.numel() for p in self.models.student.parameters()) / 1e6:.1f}M params, {world_size()} "
+               f"rank(s) on {self.device.type}, layer map {self.models.layer_map}")
+        batches = self.step.stream(self.done * accum)
+        self.bar = tqdm(total=self.total_steps, initial=self.done, disable=not is_main() or not cfg.log.progress,
+                        dynamic_ncols=True, unit="step")
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count, self.tokens, self.t_last, start = 0, 0, time.perf_counter(), time.perf_counter()
+        self.engine.train()  # a student loaded from a checkpoint arrives in eval mode: dropout on from step 1
+        for step in range(self.done + 1, self.total_steps + 1):
+            for micro in range(accum):
+                self.micro_step(next(batches), step, micro)
+            self.bar.update(1)
+            last = step == self.total_steps
+            if step % cfg.log.log_interval == 0 or last:
+                self.log_train(step)
+            if step % cfg.log.eval_interval == 0 or last:
+                self.evaluate(step)
+            if step % cfg.log.save_interval == 0 or last:
+                self.save(step)
+        self.bar.close()
+        self.finish(time.perf_counter() - start)
+
+    def micro_step(self, batch: Any, step: int, micro: int) -> None:
+        out = train_micro_batch(self.engine, self.step, batch, step, micro)
+        for k, v in out.parts.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+        self.tokens += out.tokens
+
+    def log_train(self, step: int) -> None:
+        means = mean_over_ranks(self.sums, self.count)
+        elapsed = time.perf_counter() - self.t_last
+        record: dict[str, Any] = {"kind": "train", "step": step, "lr": self.engine.get_lr()[0],
+                                  "tokens_per_s": self.tokens * world_size() / elapsed}
+        if self.step.tokens_per_step is not None:
+            record["tokens"] = step * self.step.tokens_per_step
+        record.update({(k if k == "loss" else self.step.log_key(k)): v for k, v in means.items()})
+        if self.log is not None:
+            self.log.write(record)
+            shown = {k.removeprefix("loss/"): f"{v:.4g}" for k, v in record.items()
+                     if k.startswith("loss") and "/" not in k.removeprefix("loss/")}
+            self.bar.set_postfix(**shown, tok_s=f"{record['tokens_per_s']:.0f}")
+            if not self.cfg.log.progress:
+                print(f"step {step}/{self.total_steps} " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+        self.sums, self.count, self.tokens, self.t_last = {}, 0, 0, time.perf_counter()
+
+    def evaluate(self, step: int) -> None:
+        """Validation loss (and the selection score); `best/` when it improves (a NaN model never does)."""
+        val = evaluate_lm(self.engine, self.valid, self.cfg.log.eval_iters, self.device)
+        score, extra = self.selection.measure(self.engine.module.student, val)  # val, or -ROUGE-L
+        if self.log is not None:
+            self.log.write({"kind": "val", "step": step, "val/loss": val,
+                            "val/ppl": math.exp(val) if val < 50 else math.inf, **extra})
+        if math.isfinite(val) and math.isfinite(score) and score < self.best:
+            self.best = score
+            if is_main():
+                save_hf_folder(self.engine.module.student, self.tokenizer, self.out / "best",
+                               {**self.info, "step": step, "val_loss": val, **extra})
+        barrier()
+        self.t_last = time.perf_counter()  # evaluation time stays out of the next interval's throughput
+
+    def save(self, step: int) -> None:
+        state = {"torch_rng": torch.get_rng_state(), **self.step.state_dict()}
+        save_training_state(self.engine, self.ckpt_root, step, {"step": step, "best_val": self.best}, state,
+                            keep=self.cfg.log.keep_checkpoints)
+        self.t_last = time.perf_counter()
+
+    def finish(self, train_time_s: float) -> None:
+        if is_main():
+            save_hf_folder(self.engine.module.student, self.tokenizer, self.out / "final",
+                           {**self.info, "step": self.total_steps})
+            self.log.write({"kind": "done", "step": self.total_steps, "train_time_s": train_time_s,
+                            **self.selection.summary(self.best), "world_size": world_size(),
+                            "device": self.device.type})
+            self.log.close()
+        barrier()
+        print0(f"done: {self.out}/final (best validation {self.selection.describe(self.best)} in {self.out}/best)")
