@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from Code.report.tables import (  # noqa: E402
     table,
     tests_table,
 )
+from Code.utils import atomic_write_text  # noqa: E402
 
 SIZE_LIMIT = 5 * 2**20
 
@@ -68,11 +68,9 @@ def _config(path: str | None) -> dict:
         return {}
 
 
-def setup_section(study: StudyData, stamp: dict) -> list[str]:
+def model_rows(study: StudyData) -> list[list[str]]:
+    """Setup rows for the teacher and the student: where they come from, architecture, parameters."""
     man, ref = study.manifest, run_of(study)
-    hw = man.get("hardware") or {}
-    invocations = man.get("invocations") or []
-    lines = ["## Setup", ""]
     teacher = man.get("teacher") or {}
     t_path = teacher.get("path") or (ref.args.get("teacher") if ref else None)
     shown = _short(t_path) if t_path else None
@@ -91,7 +89,13 @@ def setup_section(study: StudyData, stamp: dict) -> list[str]:
         params = f", {s_cost['params'] / 1e6:.2f}M parameters" if s_cost.get("params") else ""
         rows.append(["student", f"teacher blocks {ref.info.get('student_layers')} copied (same initialization for "
                                 f"every method; {arch.format(**s_cfg)}{params})"])
-    meta = study.meta
+    return rows
+
+
+def data_rows(study: StudyData) -> list[list[str]]:
+    """Setup rows for the data, the token budget, the evaluation and the seeds."""
+    meta, ref = study.meta, run_of(study)
+    rows = []
     if meta:
         splits = ", ".join(f"{k} {v['tokens']:,}" for k, v in meta.get("splits", {}).items())
         rows.append(["data", f"{meta.get('source')}; tokenizer {meta.get('tokenizer')} (vocabulary "
@@ -111,10 +115,18 @@ def setup_section(study: StudyData, stamp: dict) -> list[str]:
                                    f"layer metrics on {ref.eval.get('hidden_tokens')} token positions; eval seed "
                                    f"{ref.eval.get('seed')} (same tokens for every run)"])
     rows.append(["seeds", ", ".join(str(s) for s in study.seeds)])
+    return rows
+
+
+def machine_rows(study: StudyData, stamp: dict) -> list[list[str]]:
+    """Setup rows for the hardware, the study's wall time and the code version."""
+    man = study.manifest
+    hw = man.get("hardware") or {}
+    invocations = man.get("invocations") or []
     gpus = ", ".join(hw.get("gpus") or []) or "none"
-    rows.append(["hardware", f"{hw.get('cpu', 'n/a')}, {hw.get('cpu_cores', '?')} cores, {hw.get('memory_gb', '?')} "
-                             f"GB RAM, GPUs: {gpus}; {man.get('jobs', 1)} run(s) at a time, "
-                             f"{man.get('threads_per_job', '?')} thread(s) each"])
+    rows = [["hardware", f"{hw.get('cpu', 'n/a')}, {hw.get('cpu_cores', '?')} cores, {hw.get('memory_gb', '?')} "
+                         f"GB RAM, GPUs: {gpus}; {man.get('jobs', 1)} run(s) at a time, "
+                         f"{man.get('threads_per_job', '?')} thread(s) each"]]
     if invocations:
         total = sum(float(i.get("wall_s", 0)) for i in invocations)
         first = invocations[0]
@@ -127,13 +139,16 @@ def setup_section(study: StudyData, stamp: dict) -> list[str]:
                                         f"{first.get('started')}" + (f"; {stages}" if stages else "") + f"{loads})"])
     rows.append(["code", f"study ran at commit {_commit(man.get('git'))}; report written at commit "
                          f"{_commit(stamp['git'])} on {stamp['date']}"])
-    lines += table(["", ""], rows)
-    lines += ["", "Methods (each run's `args.json`):", ""]
-    method_rows = []
+    return rows
+
+
+def method_rows(study: StudyData) -> list[list[str]]:
+    """One row per method from its first run's args.json: loss, weights, settings, layer map, launcher."""
+    rows = []
     for m in study.methods:
         r = next(iter(study.of(m, done_only=False)), None)
         if r is None or not r.args:
-            method_rows.append([m, "n/a", "n/a", "n/a", "n/a"])
+            rows.append([m, "n/a", "n/a", "n/a", "n/a"])
             continue
         a = r.args
         extra = [f"T={a.get('temperature')}"] if "kd" in str(a.get("loss")) else []
@@ -142,10 +157,18 @@ def setup_section(study: StudyData, stamp: dict) -> list[str]:
                          f"{a.get('critic_hidden')}")
         label = (study.manifest.get("methods") or {}).get(m, {}).get("label", "")
         launcher = (study.manifest.get("methods") or {}).get(m, {}).get("launcher", "")
-        method_rows.append([f"{m}" + (f" ({label})" if label else ""), f"`{a.get('loss')}`",
-                            str(a.get("weights") or "equal"), "; ".join(extra) or "-",
-                            f"{r.info.get('layer_map', 'n/a')}; `{launcher}`"])
-    lines += table(["method", "loss", "weights", "settings", "layer map (student, teacher); launcher"], method_rows)
+        rows.append([f"{m}" + (f" ({label})" if label else ""), f"`{a.get('loss')}`",
+                     str(a.get("weights") or "equal"), "; ".join(extra) or "-",
+                     f"{r.info.get('layer_map', 'n/a')}; `{launcher}`"])
+    return rows
+
+
+def setup_section(study: StudyData, stamp: dict) -> list[str]:
+    lines = ["## Setup", ""]
+    lines += table(["", ""], model_rows(study) + data_rows(study) + machine_rows(study, stamp))
+    lines += ["", "Methods (each run's `args.json`):", ""]
+    lines += table(["method", "loss", "weights", "settings", "layer map (student, teacher); launcher"],
+                   method_rows(study))
     return lines
 
 
@@ -186,20 +209,18 @@ def build_markdown(study: StudyData, images: dict[str, str | None], stamp: dict)
     lines += cost_table(study, wall)
     lines += ["", "## Paired tests across seeds", "",
               "Each row pairs the runs of two methods that share a seed (same data order and initialization) and "
-              "tests the mean of the differences: a two-sided paired t-test, Holm-corrected over all rows, and the "
-              "exact Wilcoxon signed-rank test. Mean sliced WD and mean CKA average the matched layers of a run.", ""]
+              "tests the mean of the differences a − b: a two-sided paired t-test (`scipy.stats.ttest_rel`), "
+              "Holm-corrected over all rows, and the exact Wilcoxon signed-rank test (`scipy.stats.wilcoxon`). "
+              "Effect sizes: the mean difference with its 95% t confidence interval in the metric's unit (PPL for "
+              "test perplexity), and the same in percent of b's mean (b's mean taken as fixed); the intervals are "
+              "per row, not Holm-adjusted. Mean sliced WD (SW_1) and mean CKA average the matched layers of a "
+              "run.", ""]
     lines += tests_table(tests) if tests else ["No pair of methods has a seed in common yet."]
     lines += ["", "## Conclusion", ""] + conclusion(study, tests)
     lines += ["", "## Runs", ""] + status_lines(study)
     lines += ["", "## Reproduce", "", "```", f"bash scripts/run_study.sh {study.manifest.get('preset', 'cpu')}",
               f"python Code/make_report.py --study-dir {stamp['study_dir']}", "```", ""]
     return "\n".join(lines)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def build_report(study_dir: str | Path, out_dir: str | Path, pdf: bool = True, command: str | None = None) -> Path:
@@ -227,7 +248,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path, pdf: bool = True, c
                      "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))},
              "command": command or f"python Code/make_report.py --study-dir {shown}", "study_dir": str(shown)}
     md = out / "report.md"
-    write_text(md, build_markdown(study, images, stamp))
+    atomic_write_text(md, build_markdown(study, images, stamp))
     if pdf:
         from Code.report.md_pdf import render
 

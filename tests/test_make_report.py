@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from Code import make_report  # noqa: E402
-from Code.report.stats import holm, min_wilcoxon_p, paired, paired_t, t_sf_math, wilcoxon_exact  # noqa: E402
+from Code.report import tables  # noqa: E402  (module import: pytest would collect tests_table)
+from Code.report.stats import holm, min_wilcoxon_p, paired, paired_t, wilcoxon_exact  # noqa: E402
 
 LOSSES = {"lm": ("lm", None), "kd": ("kd", None), "wd": ("wd", None), "mse": ("mse", None)}
 # test PPL per method and seed: kd is consistently ~50 below lm; wd and mse are the same up to noise
@@ -174,12 +175,49 @@ def test_pdf_is_written_and_cli_reports_errors(tmp_path, capsys):
 
 def test_statistics_against_known_values():
     t, p, lo, hi = paired_t([1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 1.0, 2.5])
-    # differences 1, 1.5, 2, 1.5: mean 1.5, sd 0.408248 -> t = 7.348, df 3, p = 0.00521 (scipy.stats.ttest_rel)
-    assert t == pytest.approx(7.348469, rel=1e-5) and p == pytest.approx(0.0052039, rel=1e-3)
-    assert lo == pytest.approx(1.5 - 3.182446 * 0.408248 / 2, rel=1e-4) and hi > 1.5
-    assert t_sf_math(2.0, 5) == pytest.approx(0.0509697, rel=1e-5)
+    # differences 1, 1.5, 2, 1.5: mean 1.5, sd 0.408248 -> t = 7.348, df 3, p = 0.00521; t_0.975(3) = 3.182446
+    # (R: t.test(c(1,2,3,4), c(0,.5,1,2.5), paired=TRUE) gives t = 7.3485, p = 0.005208, CI 0.8504 .. 2.1496)
+    assert t == pytest.approx(7.348469, rel=1e-5) and p == pytest.approx(0.0052079, rel=1e-4)
+    assert lo == pytest.approx(0.8503859, rel=1e-6) and hi == pytest.approx(2.1496141, rel=1e-6)
+    assert lo == pytest.approx(1.5 - 3.182446 * 0.408248 / 2, rel=1e-5)
     assert paired_t([1.0, 2.0], [1.0, 2.0])[1] == 1.0            # identical: no difference
     assert paired_t([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])[1] == 0.0  # the same shift every time
+    assert all(math.isnan(v) for v in paired_t([1.0], [2.0]))    # one pair: nothing to test
+    # exact signed-rank: all differences of one sign is the most extreme outcome, 2 / 2^n two-sided
     assert wilcoxon_exact([3.0, 4.0, 5.0], [1.0, 1.0, 1.0]) == pytest.approx(0.25) == min_wilcoxon_p(3)
+    assert wilcoxon_exact([2.0, 3.0, 4.0, 5.0, 6.0], [1.0] * 5) == pytest.approx(0.0625) == min_wilcoxon_p(5)
+    assert min_wilcoxon_p(3) == 0.25 and min_wilcoxon_p(5) == 0.0625 and min_wilcoxon_p(0) == 1.0
+    # differences 1, -2, 3, 4, 5 -> W- = 2: exact two-sided p = 2 * 3/32 = 0.1875 (R: wilcox.test(..., exact=TRUE))
+    assert wilcoxon_exact([2.0, 0.0, 4.0, 5.0, 6.0], [1.0, 2.0, 1.0, 1.0, 1.0]) == pytest.approx(0.1875)
+    assert wilcoxon_exact([1.0, 2.0], [1.0, 2.0]) == 1.0
     assert paired([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]).mean_diff == pytest.approx(-0.5)
     assert holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(holm([0.01, math.nan])[1])
+
+
+def test_effect_sizes_in_unit_and_percent_of_baseline():
+    a, b = [90.0, 96.0, 93.0], [100.0, 104.0, 102.0]  # differences -10, -8, -9; baseline mean 102
+    r = paired(a, b)
+    assert r.mean_diff == pytest.approx(-9.0) and r.baseline_mean == pytest.approx(102.0)
+    half = 4.302653 * 1.0 / math.sqrt(3)  # t_0.975(2) * sd / sqrt(n)
+    assert (r.ci_low, r.ci_high) == pytest.approx((-9.0 - half, -9.0 + half), rel=1e-6)
+    assert r.pct_diff == pytest.approx(-900.0 / 102.0)
+    assert r.pct_ci == pytest.approx((100 * (-9.0 - half) / 102.0, 100 * (-9.0 + half) / 102.0), rel=1e-6)
+    text = tables.effect(r, " PPL")
+    assert text.startswith("-9 PPL [") and "-8.82% [" in text and "of the baseline mean" in text
+    single = paired([90.0], [100.0])
+    assert math.isnan(single.ci_low) and single.pct_diff == pytest.approx(-10.0)
+
+
+def test_report_tests_table_shows_effect_sizes(tmp_path):
+    text = report(tmp_path, make_study(tmp_path / "study"))
+    header = next(ln for ln in text.split("## Paired tests", 1)[1].splitlines() if ln.startswith("| difference"))
+    assert "% of b" in header and "95% CI (% of b)" in header
+    kd = row(text, "kd − lm", "## Paired tests")
+    lm, kd_ppl = PPL["lm"], PPL["kd"]
+    r = paired(kd_ppl, lm)
+    assert f"{100 * (statistics.mean(kd_ppl) - statistics.mean(lm)) / statistics.mean(lm):+.2f}%" in kd
+    assert f"[{r.pct_ci[0]:+.2f}%, {r.pct_ci[1]:+.2f}%]" in kd
+    assert tables.tests_table([])[0].startswith("| difference |")
+    conclusion = text.split("## Conclusion", 1)[1]
+    assert f"{r.pct_diff:+.2f}%" in conclusion  # the significant kd effect is stated with its size

@@ -136,37 +136,52 @@ def comparisons(study: StudyData) -> list[Comparison]:
     return out
 
 
+def pct(x: float) -> str:
+    """A signed percentage (n/a for nan)."""
+    return "n/a" if x != x else f"{x:+.2f}%"
+
+
+def effect(r: PairedResult, unit: str = "", base: str = "baseline") -> str:
+    """Mean difference with its 95% CI in the metric's unit and in percent of the baseline (b) mean."""
+    if r.n < 2:
+        return f"{sig(r.mean_diff)}{unit} ({pct(r.pct_diff)} of the {base} mean)"
+    lo, hi = r.pct_ci
+    return (f"{sig(r.mean_diff)}{unit} [{sig(r.ci_low)}, {sig(r.ci_high)}]; {pct(r.pct_diff)} "
+            f"[{pct(lo)}, {pct(hi)}] of the {base} mean")
+
+
 def tests_table(tests: list[Comparison]) -> list[str]:
-    rows = [[f"{c.a} − {c.b}", METRICS[c.metric][0], str(c.result.n), sig(c.result.mean_diff),
-             f"[{sig(c.result.ci_low)}, {sig(c.result.ci_high)}]", sig(c.result.t, 3), pvalue(c.result.p_t),
-             pvalue(c.p_holm), pvalue(c.result.p_wilcoxon), c.verdict()] for c in tests]
-    return table(["difference", "metric", "pairs", "mean diff", "95% CI", "t", "p (t)", "p (Holm)",
-                  "p (Wilcoxon)", "verdict"], rows)
+    rows = []
+    for c in tests:
+        r = c.result
+        lo, hi = r.pct_ci
+        rows.append([f"{c.a} − {c.b}", METRICS[c.metric][0], str(r.n), sig(r.mean_diff),
+                     f"[{sig(r.ci_low)}, {sig(r.ci_high)}]", pct(r.pct_diff), f"[{pct(lo)}, {pct(hi)}]",
+                     sig(r.t, 3), pvalue(r.p_t), pvalue(c.p_holm), pvalue(r.p_wilcoxon), c.verdict()])
+    return table(["difference", "metric", "pairs", "mean diff", "95% CI", "% of b", "95% CI (% of b)", "t",
+                  "p (t)", "p (Holm)", "p (Wilcoxon)", "verdict"], rows)
 
 
-def conclusion(study: StudyData, tests: list[Comparison]) -> list[str]:
-    """Sentences that state only what the numbers above support."""
-    lines: list[str] = []
-    done = {m: [r.test_ppl for r in study.of(m)] for m in study.methods if study.of(m)}
-    if not done:
-        return ["No run has finished and been evaluated yet: there is nothing to conclude."]
-    best = min(done, key=lambda m: mean(done[m]))
-    teacher = next(r.eval["teacher"]["ppl"] for m in done for r in study.of(m))
-    lines.append(f"- Lowest mean test perplexity: **{best}** ({pm(done[best])}, {plural(len(done[best]), 'seed')}); "
-                 f"the teacher scores {num(teacher)} on the same tokens.")
-    base = baseline(study)
+def baseline_line(tests: list[Comparison], base: str) -> list[str]:
+    """Every method against the baseline on test perplexity, grouped by what the Holm-corrected test says."""
     vs_base = [c for c in tests if c.b == base and c.metric == "test_ppl"]
-    if vs_base:
-        better = [f"{c.a} ({sig(c.result.mean_diff)})" for c in vs_base if c.significant and c.result.mean_diff < 0]
-        worse = [f"{c.a} (+{sig(c.result.mean_diff)})" for c in vs_base if c.significant and c.result.mean_diff > 0]
-        same = [f"{c.a} ({'+' if c.result.mean_diff > 0 else ''}{sig(c.result.mean_diff)}, Holm p = "
-                f"{pvalue(c.p_holm)})" for c in vs_base if not c.significant and c.result.n >= 2]
-        untested = [c.a for c in vs_base if c.result.n < 2]
-        lines.append(f"- Against the `{base}` baseline (paired over seeds, Holm-corrected, α = {ALPHA}): "
-                     f"significantly lower test perplexity: {', '.join(better) or 'none'}; significantly higher: "
-                     f"{', '.join(worse) or 'none'}; no significant difference: {', '.join(same) or 'none'}"
-                     + (f"; not testable (fewer than 2 paired seeds): {', '.join(untested)}" if untested else "")
-                     + ".")
+    if not vs_base:
+        return []
+    better = [f"{c.a} ({effect(c.result, ' PPL', base)})" for c in vs_base if c.significant and c.result.mean_diff < 0]
+    worse = [f"{c.a} ({effect(c.result, ' PPL', base)})" for c in vs_base if c.significant and c.result.mean_diff > 0]
+    same = [f"{c.a} ({effect(c.result, ' PPL', base)}; Holm p = {pvalue(c.p_holm)})"
+            for c in vs_base if not c.significant and c.result.n >= 2]
+    untested = [c.a for c in vs_base if c.result.n < 2]
+    return [f"- Against the `{base}` baseline (paired over seeds, Holm-corrected, α = {ALPHA}; differences are "
+            f"method − {base} with their 95% CI): significantly lower test perplexity: {'; '.join(better) or 'none'}; "
+            f"significantly higher: {'; '.join(worse) or 'none'}; no significant difference: "
+            f"{'; '.join(same) or 'none'}"
+            + (f"; not testable (fewer than 2 paired seeds): {', '.join(untested)}" if untested else "") + "."]
+
+
+def pair_lines(tests: list[Comparison]) -> list[str]:
+    """One sentence per tested pair of methods (PAIRS), one clause per metric."""
+    lines = []
     for a, b in PAIRS:
         pair = [c for c in tests if (c.a, c.b) == (a, b)]
         if not pair:
@@ -178,31 +193,50 @@ def conclusion(study: StudyData, tests: list[Comparison]) -> list[str]:
                 parts.append(f"{title}: not testable with {c.result.n} paired seed (difference "
                              f"{sig(c.result.mean_diff)})")
             elif c.significant:
-                parts.append(f"{title}: {c.verdict()} (difference {sig(c.result.mean_diff)}, Holm p = "
+                parts.append(f"{title}: {c.verdict()} (difference {effect(c.result, base=b)}, Holm p = "
                              f"{pvalue(c.p_holm)})")
             else:
-                parts.append(f"{title}: no significant difference (difference {sig(c.result.mean_diff)}, Holm p = "
+                parts.append(f"{title}: no significant difference (difference {effect(c.result, base=b)}, Holm p = "
                              f"{pvalue(c.p_holm)})")
         lines.append(f"- `{a}` vs `{b}` — " + "; ".join(parts) + ".")
+    return lines
+
+
+def claim_line(tests: list[Comparison]) -> list[str]:
+    """The seed study's claim (WD matches each layer's distribution better than MSE), as the tests decide it."""
     claim = [c for c in tests if (c.a, c.b) in (("wd", "mse"), ("seed_wd", "seed_mse")) and c.metric == "mean_swd"]
-    if claim:
-        held = [f"`{c.a}` vs `{c.b}`" for c in claim if c.significant and c.result.mean_diff < 0]
-        against = [f"`{c.a}` vs `{c.b}`" for c in claim if c.significant and c.result.mean_diff > 0]
-        neutral = [f"`{c.a}` vs `{c.b}` ({c.a} {'higher' if c.result.mean_diff > 0 else 'lower'} by "
-                   f"{sig(abs(c.result.mean_diff))}, Holm p = {pvalue(c.p_holm)})"
-                   for c in claim if not c.significant and c.result.n >= 2]
-        untested = [f"`{c.a}` vs `{c.b}`" for c in claim if c.result.n < 2]
-        verdicts = ([f"supported for {', '.join(held)}"] if held else []) + \
-                   ([f"contradicted (MSE closer) for {', '.join(against)}"] if against else []) + \
-                   ([f"no significant difference for {', '.join(neutral)}"] if neutral else []) + \
-                   ([f"not testable with one seed for {', '.join(untested)}"] if untested else [])
-        lines.append("- The seed study's claim that WD distillation matches each layer's distribution better than "
-                     "MSE, measured by the mean sliced Wasserstein distance to the teacher's matched layers: "
-                     + "; ".join(verdicts) + ".")
+    if not claim:
+        return []
+    held = [f"`{c.a}` vs `{c.b}`" for c in claim if c.significant and c.result.mean_diff < 0]
+    against = [f"`{c.a}` vs `{c.b}`" for c in claim if c.significant and c.result.mean_diff > 0]
+    neutral = [f"`{c.a}` vs `{c.b}` ({c.a} {'higher' if c.result.mean_diff > 0 else 'lower'} by "
+               f"{sig(abs(c.result.mean_diff))}, Holm p = {pvalue(c.p_holm)})"
+               for c in claim if not c.significant and c.result.n >= 2]
+    untested = [f"`{c.a}` vs `{c.b}`" for c in claim if c.result.n < 2]
+    verdicts = ([f"supported for {', '.join(held)}"] if held else []) + \
+               ([f"contradicted (MSE closer) for {', '.join(against)}"] if against else []) + \
+               ([f"no significant difference for {', '.join(neutral)}"] if neutral else []) + \
+               ([f"not testable with one seed for {', '.join(untested)}"] if untested else [])
+    return ["- The seed study's claim that WD distillation matches each layer's distribution better than "
+            "MSE, measured by the mean sliced Wasserstein distance to the teacher's matched layers: "
+            + "; ".join(verdicts) + "."]
+
+
+def conclusion(study: StudyData, tests: list[Comparison]) -> list[str]:
+    """Sentences that state only what the numbers above support."""
+    done = {m: [r.test_ppl for r in study.of(m)] for m in study.methods if study.of(m)}
+    if not done:
+        return ["No run has finished and been evaluated yet: there is nothing to conclude."]
+    best = min(done, key=lambda m: mean(done[m]))
+    teacher = next(r.eval["teacher"]["ppl"] for m in done for r in study.of(m))
+    lines = [f"- Lowest mean test perplexity: **{best}** ({pm(done[best])}, {plural(len(done[best]), 'seed')}); "
+             f"the teacher scores {num(teacher)} on the same tokens."]
+    lines += baseline_line(tests, baseline(study)) + pair_lines(tests) + claim_line(tests)
     n = min((len(v) for v in done.values()), default=0)
     lines += critic_lines(study)
-    lines.append(f"- With {plural(n, 'seed')} per method the exact Wilcoxon signed-rank test cannot go below p = "
-                 f"{min_wilcoxon_p(n):.3g}, so the verdicts rest on the paired t-test (normal differences assumed); "
+    lines.append(f"- The verdicts use the Holm-corrected paired t-test (normal differences assumed); the exact "
+                 f"Wilcoxon signed-rank test is shown as a check, and with {plural(n, 'seed')} per method it cannot "
+                 f"go below p = {min_wilcoxon_p(n):.3g}. The 95% CIs are per comparison, not Holm-adjusted; "
                  f"{len(tests)} tests are corrected together.")
     return lines
 
