@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one launcher body. Thin scripts set their defaults (PRESET, RUN_NAME) and `source` this file.
 # It maps environment variables to train_related.py flags (defaults live in arguments.py, not here),
-# picks the launcher (deepspeed or torchrun), one node or many, GPUs or CPU ranks, and passes "$@" on.
+# checks the configuration once (--check), picks the launcher (deepspeed or torchrun), one node or many,
+# GPUs or CPU ranks, and passes "$@" on.
 set -euo pipefail
 
 CODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,6 +51,17 @@ switch --overwrite "${OVERWRITE:-0}"
 
 LAUNCHER="${LAUNCHER:-deepspeed}"
 flags+=(--launcher "$LAUNCHER")
+
+# Preflight: the entry validates the whole configuration once (no weights loaded, no rank started;
+# Code/training/preflight.py), so a bad flag, path or size is one `error:` line and exit 2 within seconds,
+# not a traceback from every rank. CHECK_WORLD_SIZE: the ranks about to start, NUM_GPUS per node ("auto":
+# the default below) times NNODES for torchrun; with a hostfile DeepSpeed counts the slots, so one rank's
+# batch is checked. SKIP_CHECK=1 skips it.
+if [[ "${SKIP_CHECK:-0}" != "1" ]]; then
+  ranks="${NUM_GPUS:-auto}"
+  if [[ "$LAUNCHER" == "torchrun" ]]; then ranks="$ranks*${NNODES:-1}"; elif [[ -n "${HOSTFILE:-}" ]]; then ranks=1; fi
+  CHECK_WORLD_SIZE="$ranks" python3 "$TRAIN" --check "${flags[@]}" "$@" || exit $?
+fi
 
 # All visible GPUs by default; with none, NUM_GPUS counts CPU ranks (1 unless set).
 if [[ -z "${NUM_GPUS:-}" ]]; then

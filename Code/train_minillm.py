@@ -10,11 +10,18 @@ engines, checkpoints, resume and run folder as `train_related.py`; the per-batch
 
 from __future__ import annotations
 
+import sys
+
 from Code.train_related import main as train_main
-from Code.training.minillm_step import MiniLLMStep
+from Code.training.preflight import run_check
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--check" in argv:  # MiniLLM's own needs too: prompts per rank, a teacher, room for the rollouts
+        sys.exit(run_check(argv, minillm=True))
+    from Code.training.minillm_step import MiniLLMStep  # after the check: it imports the models
+
     train_main(argv, step_type=MiniLLMStep)
 
 

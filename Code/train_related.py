@@ -13,20 +13,21 @@ from __future__ import annotations
 import os
 import sys
 
-from Code.arguments import parse_config
 from Code.training.preflight import run_check
-from Code.training.steps import DistillStep
-from Code.training.trainer import Trainer, single_process_env
-from Code.utils import fail, rank, world_size
 
 
-def main(argv: list[str] | None = None, step_type: type = DistillStep) -> None:
+def main(argv: list[str] | None = None, step_type: type | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--check" in argv:
+    if "--check" in argv:  # before the heavy imports below: the launcher runs this on every start
         sys.exit(run_check(argv))
+    from Code.arguments import parse_config
+    from Code.training.steps import DistillStep
+    from Code.training.trainer import Trainer, single_process_env
+    from Code.utils import fail, rank, world_size
+
     single_process_env()
     try:
-        Trainer(parse_config(argv), step_type).run()
+        Trainer(parse_config(argv), step_type or DistillStep).run()
     except (ValueError, FileNotFoundError) as exc:
         if os.environ.get("DISTILL_DEBUG"):
             raise

@@ -51,6 +51,8 @@ def pad_to(x: Tensor, width: int, value: int) -> Tensor:
 
 
 class MiniLLMStep:
+    samples_responses = True  # preflight also checks prompts, a teacher and room for the rollouts
+
     def __init__(self, cfg: RunConfig, models: Models, device: torch.device, eos: int) -> None:
         if not cfg.data.prompt_masked:
             raise ValueError("MiniLLM samples responses to prompts: pass --task prompt with a data dir converted "

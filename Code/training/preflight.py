@@ -24,6 +24,7 @@ import numpy as np
 from transformers import GPT2Config
 
 from Code.arguments import ConfigError, parse_config
+from Code.cli import first_line
 from Code.config import RunConfig
 from Code.hub import hub_reachable
 from Code.instruction_data import HOW as PROMPT_HOW
@@ -36,11 +37,6 @@ from Code.modeling.truncation import parse_student_layers, student_config_from_s
 STARTED = ("metrics.jsonl", "checkpoints", "best", "final")  # what a run writes once it has begun
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 OFFLINE_FIX = "pass a local save_pretrained folder, e.g. one made by scripts/pretrain_teacher.sh"
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -78,7 +78,8 @@ class Trainer:
         self.cfg = cfg
         self.device = pick_device("auto")
         seed_everything(cfg.seed)
-        check_run(cfg, world_size())  # what the launcher checked before starting the ranks, again here
+        # what the launcher checked before starting the ranks, again here
+        check_run(cfg, world_size(), minillm=getattr(step_type, "samples_responses", False))
         self.out = prepare_run_dir(cfg)
         bf16_teacher = self.device.type == "cuda" and cfg.optim.precision == "bf16"
         self.models = build_models(cfg.model, cfg.data.data_dir, step_type.needs_teacher(cfg), cfg.seed,
