@@ -1,6 +1,7 @@
 """Evaluate a distilled student against its teacher: perplexity, per-layer distances, t-SNE, cost, samples.
 
     python Code/evaluate_.py --ckpt Code/output/<run> [--teacher PATH] [--data-dir Code/data/<name>]
+    python Code/evaluate_.py --ckpt Code/output/<run> --ood-text ../shared/corpus/gutenberg   # + other-domain PPL
     python Code/evaluate_.py --compare Code/output/run_wd Code/output/run_mse --out-dir Code/output/compare
 
 Reads only what training wrote (model folders, distill_info.json); never imports the training loop.
@@ -29,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="Code/data/<name> (default: the run's distill_info.json)")
     p.add_argument("--split", default="test", help="split of the indexed dataset (default: test)")
     p.add_argument("--text-file", help="score raw text instead of a split (uses the run's tokenizer)")
+    p.add_argument("--ood-text", nargs="+", metavar="PATH",
+                   help="also score out-of-domain text: files, or folders of .txt files (same tokenizer,\n"
+                        "window, stride; --max-tokens in all, shared between the files; Project Gutenberg\n"
+                        "header/footer cut off): student.ood_ppl, teacher.ood_ppl in metrics.json")
     p.add_argument("--window", type=int, help="tokens per window (default: the models' context)")
     p.add_argument("--stride", type=int, help="sliding-window stride (default: non-overlapping windows)")
     p.add_argument("--max-tokens", type=int, help="score at most this many tokens (default: the whole split)")

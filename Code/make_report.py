@@ -20,6 +20,7 @@ from Code import REPO  # noqa: E402
 from Code.report import figures as figs  # noqa: E402
 from Code.report.data import StudyData, load_study  # noqa: E402
 from Code.report.tables import (  # noqa: E402
+    MISSING,
     comparisons,
     conclusion,
     cost_table,
@@ -29,6 +30,7 @@ from Code.report.tables import (  # noqa: E402
     run_of,
     status_lines,
     table,
+    teacher_ppl,
     tests_table,
 )
 from Code.utils import atomic_write_text  # noqa: E402
@@ -83,13 +85,39 @@ def model_rows(study: StudyData) -> list[list[str]]:
         ["preset", f"`{man.get('preset', 'n/a')}`"],
         ["teacher", f"{teacher.get('source', 'n/a')}: `{shown}`"
                     + (f" ({arch.format(**t_cfg)})" if t_cfg.get("n_layer") else "")
-                    + (f", {t_cost['params'] / 1e6:.2f}M parameters" if t_cost.get("params") else "")],
+                    + (f", {t_cost['params'] / 1e6:.2f}M parameters" if t_cost.get("params") else "")
+                    + teacher_scores(study)],
     ]
     if ref and s_cfg:
         params = f", {s_cost['params'] / 1e6:.2f}M parameters" if s_cost.get("params") else ""
         rows.append(["student", f"teacher blocks {ref.info.get('student_layers')} copied (same initialization for "
                                 f"every method; {arch.format(**s_cfg)}{params})"])
     return rows
+
+
+def teacher_scores(study: StudyData) -> str:
+    """The teacher's test and out-of-domain perplexity, as its setup row states them."""
+    test, ood = teacher_ppl(study), teacher_ppl(study, ood=True)
+    if test is None:
+        return ""
+    return f"; test PPL {num(test)}, out-of-domain PPL " + (num(ood) if ood is not None else MISSING)
+
+
+def ood_row(study: StudyData) -> list[list[str]]:
+    """Setup row for the out-of-domain text (from the first evaluation that scored one)."""
+    ood = next((r.eval["ood"] for r in study.runs.values() if r.status == "done" and (r.eval or {}).get("ood")), None)
+    if not ood:
+        return [["out-of-domain text", f"{MISSING} (no run was evaluated with `--ood-text`)"]]
+    files = [Path(f) for f in ood.get("files", [])]
+    folders = sorted({_short(str(f.parent)) for f in files})
+    names = ", ".join(f.stem for f in files)
+    stripped = ood.get("gutenberg_stripped") or []
+    cap = f", at most {ood['max_tokens']:,} in all, shared equally between the files" if ood.get("max_tokens") else ""
+    return [["out-of-domain text", f"{len(files)} file(s) in `{'`, `'.join(folders)}` ({names}): "
+                                   f"{ood.get('tokens', 0):,} tokens scored with the run's tokenizer, the same "
+                                   f"window and stride{cap}"
+                                   + (f"; Project Gutenberg header/footer cut off in {len(stripped)} file(s)"
+                                      if stripped else "")]]
 
 
 def data_rows(study: StudyData) -> list[list[str]]:
@@ -114,6 +142,7 @@ def data_rows(study: StudyData) -> list[list[str]]:
                                    f"(window {data.get('window')}, stride {data.get('stride') or 'non-overlapping'}); "
                                    f"layer metrics on {ref.eval.get('hidden_tokens')} token positions; eval seed "
                                    f"{ref.eval.get('seed')} (same tokens for every run)"])
+        rows += ood_row(study)
     rows.append(["seeds", ", ".join(str(s) for s in study.seeds)])
     return rows
 
@@ -184,7 +213,9 @@ def build_markdown(study: StudyData, images: dict[str, str | None], stamp: dict)
         return ["", f"![{caption}](figures/{images[key]})", ""] if images.get(key) else []
 
     lines += ["", "## Test perplexity", "",
-              "Mean ± sample standard deviation over seeds of each run's student perplexity on the test tokens.", ""]
+              "Mean ± sample standard deviation over seeds of each run's student perplexity on the test tokens, "
+              "and beside it on the out-of-domain text (same tokenizer, window and stride; "
+              f"{MISSING} for runs evaluated without it).", ""]
     lines += ppl_table(study)
     lines += fig("ppl", "test perplexity")
     lines += ["## Layer by layer: sliced Wasserstein distance and CKA", "",
@@ -212,9 +243,10 @@ def build_markdown(study: StudyData, images: dict[str, str | None], stamp: dict)
               "tests the mean of the differences a − b: a two-sided paired t-test (`scipy.stats.ttest_rel`), "
               "Holm-corrected over all rows, and the exact Wilcoxon signed-rank test (`scipy.stats.wilcoxon`). "
               "Effect sizes: the mean difference with its 95% t confidence interval in the metric's unit (PPL for "
-              "test perplexity), and the same in percent of b's mean (b's mean taken as fixed); the intervals are "
-              "per row, not Holm-adjusted. Mean sliced WD (SW_1) and mean CKA average the matched layers of a "
-              "run.", ""]
+              "test and out-of-domain perplexity), and the same in percent of b's mean (b's mean taken as fixed); "
+              "the intervals are per row, not Holm-adjusted. Mean sliced WD (SW_1) and mean CKA average the "
+              "matched layers of a run. Out-of-domain rows appear where both methods' runs were scored on the "
+              "out-of-domain text.", ""]
     lines += tests_table(tests) if tests else ["No pair of methods has a seed in common yet."]
     lines += ["", "## Conclusion", ""] + conclusion(study, tests)
     lines += ["", "## Runs", ""] + status_lines(study)

@@ -24,6 +24,7 @@ flag --teacher "${TEACHER:-}"
 flag --max-steps "${MAX_STEPS:-}"
 flag --teacher-steps "${TEACHER_STEPS:-}"
 flag --report-dir "${REPORT_DIR:-}"
+flag --ood-text "${OOD_TEXT:-}"
 switch --no-report "${NO_REPORT:-0}"
 switch --dry-run "${DRY_RUN:-0}"
 

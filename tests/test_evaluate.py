@@ -1,6 +1,7 @@
 """evaluate_.py end to end on a tiny teacher, a truncated student and a small indexed dataset of real text."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -230,3 +231,113 @@ def test_evaluation_modules_import_no_entry_script():
     assert res.returncode == 0, res.stderr[-2000:]
     text = "\n".join(p.read_text() for p in (REPO / "Code" / "evaluation").glob("*.py"))
     assert "Code.evaluate_" not in text
+
+
+# ------------------------------------------------------------------------------------------ out-of-domain text
+GUTENBERG_BOOK = """\ufeffThe Project Gutenberg EBook of A Small Book, by Nobody
+
+This eBook is for the use of anyone anywhere at no cost and with almost no restrictions whatsoever.
+
+*** START OF THIS PROJECT GUTENBERG EBOOK A SMALL BOOK ***
+
+Produced by a volunteer.
+
+CHAPTER I
+
+It was a bright cold day in April, and the clocks were striking thirteen.
+The hall smelt of boiled cabbage and old rag mats.
+
+End of the Project Gutenberg EBook of A Small Book, by Nobody
+
+*** END OF THIS PROJECT GUTENBERG EBOOK A SMALL BOOK ***
+
+***** This file should be named 0000.txt or 0000.zip *****
+Section 1. General Terms of Use and Redistributing Project Gutenberg-tm electronic works
+"""
+
+
+def test_gutenberg_boilerplate_is_stripped(tmp_path):
+    from Code.evaluation.inputs import read_text_file, read_texts, strip_gutenberg
+
+    body, stripped = strip_gutenberg(GUTENBERG_BOOK)
+    assert stripped and body.lstrip().startswith("Produced by") and body.rstrip().endswith("old rag mats.")
+    assert "Project Gutenberg" not in body and "START OF" not in body and "General Terms" not in body
+    plain = "A book without any licence.\n*** a scene break ***\nThe end.\n"
+    assert strip_gutenberg(plain) == (plain, False)
+    # only a footer (the offline corpus's chesterton-ball.txt): the text before it is kept whole
+    footer_only = ("Chapter 1\nText.\n\nEnd of Project Gutenberg's X, by Y\n\n"
+                   "*** END OF THE PROJECT GUTENBERG EBOOK X ***\n")
+    assert strip_gutenberg(footer_only) == ("Chapter 1\nText.\n\n", True)
+    # files: a UTF-8 byte-order mark and CRLF line ends go; Latin-1 (older Gutenberg files) is read as such
+    path = tmp_path / "book.txt"
+    path.write_bytes(GUTENBERG_BOOK.replace("\n", "\r\n").encode("utf-8"))
+    (text,) = read_texts([path], "--ood-text")
+    assert text.gutenberg_stripped and "\r" not in text.text and text.text == body
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Ant. C\xe6sar, my Lord\n".encode("latin-1"))
+    assert read_text_file(latin) == "Ant. C\xe6sar, my Lord\n"
+
+
+def test_ood_token_cap_is_shared_between_files():
+    from Code.evaluation.inputs import fair_shares
+
+    assert fair_shares([10, 500, 500], None) == [10, 500, 500]
+    assert fair_shares([10, 500, 500], 300) == [10, 145, 145]     # the short file's leftover goes to the others
+    assert fair_shares([1000, 1000, 1000], 300) == [100, 100, 100]
+    assert sum(fair_shares([7, 3000, 40], 1001)) == 1001
+
+
+def test_ood_text_scores_like_text_file(setup, corpus_dir, tmp_path):
+    """--ood-text FILE gives the number --text-file FILE gives: one tokenizer path, the same windows."""
+    from Code.evaluate_ import main
+
+    gutenberg = corpus_dir / "gutenberg"
+    if not gutenberg.is_dir():
+        pytest.skip("no gutenberg/ in the offline corpus")
+    book = tmp_path / "emma.txt"
+    book.write_text("\n".join((gutenberg / "austen-emma.txt").read_text().splitlines()[:400]))
+    light = [*FAST, "--tsne-points", "0", "--gen-tokens", "0", "--hidden-tokens", "256"]
+    run = str(setup["run"])
+    assert main(["--ckpt", run, "--ood-text", str(book), "--out-dir", str(tmp_path / "ood"), *light]) == 0
+    assert main(["--ckpt", run, "--text-file", str(book), "--out-dir", str(tmp_path / "txt"), *light]) == 0
+    ood, txt = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ood", "txt"))
+    for name in ("student", "teacher"):
+        assert math.isfinite(ood[name]["ood_ppl"]) and ood[name]["ood_ppl"] > 1
+        assert ood[name]["ood_ppl"] == txt[name]["ppl"]
+        assert ood[name]["ppl"] != ood[name]["ood_ppl"]  # the in-domain number is still the test split's
+    assert ood["ood"]["files"] == [str(book.resolve())] and ood["ood"]["tokens"] == txt["student"]["tokens"] == 2999
+    assert "ood" not in txt and "ood_ppl" not in txt["student"]  # without --ood-text nothing changes
+    summary = (tmp_path / "ood" / "summary.md").read_text()
+    assert "out-of-domain PPL" in summary and "emma.txt" in summary
+    assert "out-of-domain" not in (tmp_path / "txt" / "summary.md").read_text()
+    # a folder: its .txt files in name order, the cap shared between them, Gutenberg boilerplate cut off
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "a_small.txt").write_text(GUTENBERG_BOOK)
+    (folder / "b_emma.txt").write_text(book.read_text())
+    (folder / "notes.md").write_text("not text to score")
+    assert main(["--ckpt", str(setup["run"]), "--ood-text", str(folder), "--out-dir", str(tmp_path / "dir"), *light,
+                 "--max-tokens", "1000"]) == 0
+    both = json.loads((tmp_path / "dir" / "metrics.json").read_text())["ood"]
+    assert [Path(f).name for f in both["files"]] == ["a_small.txt", "b_emma.txt"]
+    assert both["gutenberg_stripped"] == ["a_small.txt"]
+    small, emma = both["tokens_per_file"]
+    assert 10 < small < 200 and small + emma + 1 == 1000 and both["tokens"] == 999  # + the end-of-text between
+
+
+def test_ood_text_missing_or_empty_is_one_error_line(setup, tmp_path, capsys):
+    from Code.evaluate_ import main
+
+    line = _single_error_line(run_cli("--ckpt", str(setup["run"]), "--ood-text", str(tmp_path / "nope.txt"), *FAST))
+    assert "--ood-text" in line and "not found" in line
+    (tmp_path / "empty.txt").write_text("\n\n  \n")
+    (tmp_path / "licence_only.txt").write_text("*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n"
+                                               "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicence\n")
+    (tmp_path / "no_txt").mkdir()
+    for bad, needle in (("empty.txt", "is empty"), ("licence_only.txt", "header and footer"),
+                        ("no_txt", "without .txt files")):
+        code = main(["--ckpt", str(setup["run"]), "--out-dir", str(tmp_path / "o"), *FAST, "--ood-text",
+                     str(tmp_path / bad)])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert not (tmp_path / "o" / "metrics.json").exists()

@@ -23,6 +23,10 @@ LOSSES = {"lm": ("lm", None), "kd": ("kd", None), "wd": ("wd", None), "mse": ("m
 # test PPL per method and seed: kd is consistently ~50 below lm; wd and mse are the same up to noise
 PPL = {"lm": [300.0, 310.0, 305.0], "kd": [250.5, 259.0, 255.2], "wd": [100.0, 102.0, 101.0],
        "mse": [101.0, 100.5, 101.5]}
+# out-of-domain PPL (evaluate_.py --ood-text): higher everywhere; kd again clearly below lm, wd and mse alike
+OOD_PPL = {"lm": [900.0, 930.0, 915.0], "kd": [700.0, 722.0, 711.0], "wd": [400.0, 396.0, 405.0],
+           "mse": [401.0, 399.5, 402.5]}
+OOD_FILES = ["/corpus/gutenberg/austen-emma.txt", "/corpus/gutenberg/melville-moby_dick.txt"]
 
 
 def write_json(path: Path, obj) -> None:
@@ -30,8 +34,8 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-def eval_metrics(ppl: float, seed: int, method: str) -> dict:
-    """The schema evaluate_.py writes (Code/evaluate_.py: evaluate())."""
+def eval_metrics(ppl: float, seed: int, method: str, ood_ppl: float | None = None) -> dict:
+    """The schema evaluate_.py writes (Code/evaluate_.py: evaluate()); with `ood_ppl`, as --ood-text adds it."""
     layers = [{"student_layer": s, "teacher_layer": t, "sliced_wd": 0.5 * s + 0.01 * seed + (0.3 if method == "lm"
                                                                                             else 0.0),
                "cka": 0.9 - 0.1 * s + 0.001 * seed, "mse": 1.5 * s, "mse_normalized": 2.0 * s}
@@ -42,16 +46,23 @@ def eval_metrics(ppl: float, seed: int, method: str) -> dict:
                         "tokens_per_s": 6000.0, "batch_size": 4, "seq_len": 128, "iters": 5}}
     cost["speedup"] = cost["student"]["tokens_per_s"] / cost["teacher"]["tokens_per_s"]
     cost["param_ratio"] = 937472 / 1334016
-    return {"checkpoint": "x/final", "teacher_path": "/t/final", "seed": 0, "device": "cpu", "dtype": "float32",
-            "notes": [], "teacher": {"nll": math.log(90.0), "ppl": 90.0, "tokens": 32767},
-            "student": {"nll": math.log(ppl), "ppl": ppl, "tokens": 32767},
-            "data": {"source": "d split test", "tokens_scored": 32767, "window": 128, "stride": None,
-                     "max_tokens": 32768},
-            "layer_map_source": "run", "hidden_tokens": 2048, "layers": layers, "cost": cost,
-            "generations": {"prompts": ["The"], "max_new_tokens": 16, "teacher": [], "student": []}}
+    metrics = {"checkpoint": "x/final", "teacher_path": "/t/final", "seed": 0, "device": "cpu", "dtype": "float32",
+               "notes": [], "teacher": {"nll": math.log(90.0), "ppl": 90.0, "tokens": 32767},
+               "student": {"nll": math.log(ppl), "ppl": ppl, "tokens": 32767},
+               "data": {"source": "d split test", "tokens_scored": 32767, "window": 128, "stride": None,
+                        "max_tokens": 32768},
+               "layer_map_source": "run", "hidden_tokens": 2048, "layers": layers, "cost": cost,
+               "generations": {"prompts": ["The"], "max_new_tokens": 16, "teacher": [], "student": []}}
+    if ood_ppl is not None:
+        metrics["teacher"].update(ood_ppl=250.0, ood_nll=math.log(250.0))
+        metrics["student"].update(ood_ppl=ood_ppl, ood_nll=math.log(ood_ppl))
+        metrics["ood"] = {"files": OOD_FILES, "tokens_per_file": [16383, 16384], "gutenberg_stripped": [],
+                          "max_tokens": 32768, "tokens": 32767, "window": 128, "stride": None}
+    return metrics
 
 
-def make_run(root: Path, method: str, seed: int, ppl: float, stage: str = "done") -> Path:
+def make_run(root: Path, method: str, seed: int, ppl: float, stage: str = "done",
+             ood_ppl: float | None = None) -> Path:
     run = root / "runs" / method / f"seed{seed}"
     loss, weights = LOSSES[method]
     write_json(run / "args.json", {"loss": loss, "weights": weights, "seed": seed, "max_steps": 20,
@@ -78,12 +89,12 @@ def make_run(root: Path, method: str, seed: int, ppl: float, stage: str = "done"
     write_json(run / "final" / "distill_info.json", {"teacher": "/t/final", "student_layers": [0, 2],
                                                       "layer_map": [[1, 1], [2, 4]], "loss": loss})
     if stage == "done":
-        write_json(run / "eval" / "metrics.json", eval_metrics(ppl, seed, method))
+        write_json(run / "eval" / "metrics.json", eval_metrics(ppl, seed, method, ood_ppl))
         plt.imsave(run / "eval" / "tsne_grid.png", np.random.default_rng(seed).random((20, 40, 3)))
     return run
 
 
-def make_study(root: Path, methods=("lm", "kd", "wd", "mse"), seeds=(1, 2, 3)) -> Path:
+def make_study(root: Path, methods=("lm", "kd", "wd", "mse"), seeds=(1, 2, 3), ood: bool = False) -> Path:
     write_json(root / "study.json", {
         "preset": "cpu", "seeds": list(seeds),
         "methods": {m: {"label": m.upper(), "launcher": "Code/launch_common.sh"} for m in methods},
@@ -94,7 +105,7 @@ def make_study(root: Path, methods=("lm", "kd", "wd", "mse"), seeds=(1, 2, 3)) -
         "invocations": [{"started": "2026-01-01T00:00:00+00:00", "wall_s": 600.0, "stages": {"data_s": 20.0}}]})
     for m in methods:
         for i, s in enumerate(seeds):
-            make_run(root, m, s, PPL[m][i])
+            make_run(root, m, s, PPL[m][i], ood_ppl=OOD_PPL[m][i] if ood else None)
     return root
 
 
@@ -221,3 +232,57 @@ def test_report_tests_table_shows_effect_sizes(tmp_path):
     assert tables.tests_table([])[0].startswith("| difference |")
     conclusion = text.split("## Conclusion", 1)[1]
     assert f"{r.pct_diff:+.2f}%" in conclusion  # the significant kd effect is stated with its size
+
+
+def rows(text: str, first_cell: str, after: str) -> list[str]:
+    """Every table row starting with `first_cell` in the section after the heading `after`."""
+    return [ln for ln in text.split(after, 1)[1].splitlines() if ln.startswith(f"| {first_cell} |")]
+
+
+def test_out_of_domain_ppl_column_tests_and_conclusion(tmp_path):
+    study = make_study(tmp_path / "study", ood=True)
+    text = report(tmp_path, study)
+    header = next(ln for ln in text.split("## Test perplexity", 1)[1].splitlines() if ln.startswith("| method"))
+    assert header.split(" | ")[2:4] == ["test PPL mean ± std", "out-of-domain PPL mean ± std"]  # side by side
+    for m in ("lm", "kd", "wd", "mse"):
+        values = [json.loads((study / "runs" / m / f"seed{s}" / "eval" / "metrics.json").read_text())["student"]
+                  ["ood_ppl"] for s in (1, 2, 3)]
+        line = row(text, m, "## Test perplexity")
+        assert line.split(" | ")[3] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    assert "out-of-domain PPL 250.00" in row(text, "teacher", "## Setup")          # the teacher's, in its line
+    assert "austen-emma, melville-moby_dick" in row(text, "out-of-domain text", "## Setup")
+    kd = [ln for ln in rows(text, "kd − lm", "## Paired tests") if "out-of-domain perplexity" in ln]
+    assert len(kd) == 1 and "kd lower (better)" in kd[0]
+    r = paired(OOD_PPL["kd"], OOD_PPL["lm"])
+    assert f"{r.pct_diff:+.2f}%" in kd[0]
+    same = [ln for ln in rows(text, "wd − mse", "## Paired tests") if "out-of-domain perplexity" in ln]
+    assert len(same) == 1 and "no significant difference" in same[0]
+    conclusion = text.split("## Conclusion", 1)[1]
+    assert "Lowest mean out-of-domain perplexity: **wd**" in conclusion
+    assert re.search(r"significantly lower out-of-domain perplexity: kd \(", conclusion)
+    assert re.search(r"out-of-domain perplexity: no significant difference \(difference", conclusion)  # wd vs mse
+    assert "10 tests are corrected together" in conclusion  # 3 + 3 against lm, 4 metrics for wd vs mse
+
+
+def test_out_of_domain_ppl_missing_is_a_dash(tmp_path):
+    text = report(tmp_path, make_study(tmp_path / "study"))              # runs evaluated before --ood-text
+    for m in ("lm", "kd", "wd", "mse"):
+        assert row(text, m, "## Test perplexity").split(" | ")[3] == tables.MISSING
+    assert "out-of-domain PPL –" in row(text, "teacher", "## Setup")
+    assert "–" in row(text, "out-of-domain text", "## Setup")
+    assert not [ln for ln in text.split("## Paired tests", 1)[1].splitlines()
+                if ln.startswith("|") and "out-of-domain" in ln]                  # no OOD tests without numbers
+    assert "out-of-domain perplexity:" not in text.split("## Conclusion", 1)[1]
+    # some runs old, some new: the column says how many seeds it has; the old runs are named, nothing fails
+    study = make_study(tmp_path / "mixed", methods=("lm", "kd"), ood=True)
+    metrics = study / "runs" / "lm" / "seed3" / "eval" / "metrics.json"
+    old = json.loads(metrics.read_text())
+    del old["student"]["ood_ppl"], old["teacher"]["ood_ppl"], old["ood"]
+    metrics.write_text(json.dumps(old))
+    text = make_report.build_report(study, tmp_path / "r2", pdf=False).read_text()
+    values = OOD_PPL["lm"][:2]
+    assert (f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (2 of 3 seeds)"
+            in row(text, "lm", "## Test perplexity"))
+    ood_row = [ln for ln in rows(text, "kd − lm", "## Paired tests") if "out-of-domain" in ln]
+    assert len(ood_row) == 1 and "| 2 |" in ood_row[0]                  # only the seeds both have
+    assert "lm/seed3" in text.split("## Conclusion", 1)[1]

@@ -1,6 +1,7 @@
 """The language-model evaluation of one checkpoint against its teacher, as named passes:
 
-    load_models -> perplexity_pass -> layer_pass (+ tsne_pass) -> cost_pass -> generation_pass -> write
+    load_models -> perplexity_pass (+ ood_pass) -> layer_pass (+ tsne_pass) -> cost_pass -> generation_pass
+    -> write
 
 Each pass fills its part of the metrics dict that lands in `<out-dir>/metrics.json`. Imports torch and
 the models at module level: `Code.evaluation.runner` imports this only after the file-level checks.
@@ -17,7 +18,7 @@ import torch
 
 from Code.evaluation.common import eval_device, eval_dtype, load_tokenizer_near, set_threads
 from Code.evaluation.cost import model_cost
-from Code.evaluation.inputs import LmPlan, check_window, hidden_blocks, layer_map_for, token_stream
+from Code.evaluation.inputs import LmPlan, check_window, hidden_blocks, layer_map_for, ood_stream, token_stream
 from Code.evaluation.metrics import METRIC_DEFINITIONS, layer_distances
 from Code.evaluation.passes import PROMPTS, collect_hidden, generate_samples, perplexity
 from Code.evaluation.plots import layer_plot, tsne_embed, tsne_plots
@@ -71,6 +72,15 @@ def perplexity_pass(args: argparse.Namespace, models: Models, tokens: np.ndarray
             model = getattr(models, name)
             out[name]["ppl_nonoverlap"] = perplexity(model, flat, desc=f"{name} ppl/flat", **kw)["ppl"]
     return out
+
+
+def ood_pass(args: argparse.Namespace, models: Models, tokens: np.ndarray, window: int) -> dict:
+    """Teacher and student perplexity on the out-of-domain tokens: the same windows, stride and batches as
+    the in-domain pass, so the two numbers differ only in the text."""
+    kw = {"device": models.device, "batch_size": args.batch_size, "progress": not args.no_progress}
+    items = _items(tokens, window, args.stride)
+    return {name: perplexity(getattr(models, name), items, desc=f"{name} ood ppl", **kw)
+            for name in ("teacher", "student")}
 
 
 def layer_pass(args: argparse.Namespace, plan: LmPlan, models: Models, tokens: np.ndarray, window: int,
@@ -142,8 +152,9 @@ def generation_pass(args: argparse.Namespace, models: Models) -> tuple[dict, lis
 def evaluate_lm(args: argparse.Namespace, plan: LmPlan, out_dir: Path) -> dict:
     """Every pass in order; writes metrics.json and summary.md (PNGs are written by the passes)."""
     models = load_models(args, plan)
-    tokens, source = token_stream(args, plan.data_dir, models.tokenizer,
-                                  {"student": plan.student_vocab, "teacher": models.teacher.config.vocab_size})
+    vocab_sizes = {"student": plan.student_vocab, "teacher": models.teacher.config.vocab_size}
+    tokens, source = token_stream(args, plan.data_dir, models.tokenizer, vocab_sizes)
+    ood_tokens, ood = ood_stream(args, plan.ood, models.tokenizer, vocab_sizes) if plan.ood else (None, None)
     window = check_window(args, models.context)
     result: dict = {"checkpoint": str(plan.model_dir), "teacher_path": str(plan.teacher_path), "seed": args.seed,
                     "device": models.device.type, "dtype": str(models.dtype).replace("torch.", ""), "notes": [],
@@ -151,6 +162,12 @@ def evaluate_lm(args: argparse.Namespace, plan: LmPlan, out_dir: Path) -> dict:
     result.update(perplexity_pass(args, models, tokens, window))
     result["data"] = {"source": source, "tokens_scored": result["student"]["tokens"], "window": window,
                       "stride": args.stride, "max_tokens": args.max_tokens}
+    if ood is not None:  # out-of-domain perplexity beside the in-domain one
+        scored = ood_pass(args, models, ood_tokens, window)
+        for name in ("teacher", "student"):
+            result[name]["ood_ppl"] = scored[name]["ppl"]
+            result[name]["ood_nll"] = scored[name]["nll"]
+        result["ood"] = {**ood, "tokens": scored["student"]["tokens"], "window": window, "stride": args.stride}
     part, images, notes = layer_pass(args, plan, models, tokens, window, out_dir)
     result.update(part)
     result["notes"] += notes
@@ -159,6 +176,8 @@ def evaluate_lm(args: argparse.Namespace, plan: LmPlan, out_dir: Path) -> dict:
     result["notes"] += notes
     atomic_write_json(out_dir / "metrics.json", result)
     atomic_write_text(out_dir / "summary.md", summary_markdown(result, images))
+    ood_note = (f"; out-of-domain: student {result['student']['ood_ppl']:.3f}, teacher "
+                f"{result['teacher']['ood_ppl']:.3f}" if ood is not None else "")
     print(f"wrote {out_dir}/metrics.json: student ppl {result['student']['ppl']:.3f}, "
-          f"teacher ppl {result['teacher']['ppl']:.3f}")
+          f"teacher ppl {result['teacher']['ppl']:.3f}{ood_note}")
     return result

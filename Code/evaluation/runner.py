@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from Code.evaluation.common import read_info, resolve_checkpoint
+from Code.evaluation.common import EvalError, read_info, resolve_checkpoint
 from Code.evaluation.inputs import plan_lm
 
 
@@ -19,6 +19,8 @@ def evaluate(args: argparse.Namespace, ckpt: str | Path, out_dir: Path | None = 
     out_dir = Path(out_dir or args.out_dir or Path(ckpt) / "eval")
     info = read_info(model_dir)
     if args.task == "dolly":  # instruction following: ROUGE-L of generated responses
+        if getattr(args, "ood_text", None):
+            raise EvalError("--ood-text scores language-model perplexity: use it with --task lm")
         from Code.evaluation.dolly import evaluate_dolly
 
         return evaluate_dolly(args, model_dir, info, out_dir)

@@ -44,16 +44,21 @@ def summary_markdown(metrics: dict, images: Sequence[str]) -> str:
         f"window {data['window']}, stride {data['stride'] or 'non-overlapping'}); seed {metrics['seed']}; "
         f"device {metrics['device']} ({metrics['dtype']}).",
         "",
-        "| model | perplexity | params | size on disk | tokens/s | latency |",
-        "|---|---|---|---|---|---|",
     ]
+    ood = metrics.get("ood")
+    ood_head, ood_rule = (" out-of-domain PPL |", "---|") if ood else ("", "")
+    lines += [f"| model | perplexity |{ood_head} params | size on disk | tokens/s | latency |",
+              f"|---|---|{ood_rule}---|---|---|---|"]
     cost = metrics.get("cost", {})
     for name, ppl in (("teacher", t), ("student", s)):
         c = cost.get(name, {})
+        ood_cell = f" {_fmt(ppl.get('ood_ppl'), 5)} |" if ood else ""
         lines.append(
-            f"| {name} | {_fmt(ppl['ppl'], 5)} | {c.get('params', 0) / 1e6:.2f}M | {_mb(c.get('size_bytes'))} | "
-            f"{_rate(c.get('tokens_per_s'))} | {_fmt(c.get('latency_ms'), 4)} ms |"
+            f"| {name} | {_fmt(ppl['ppl'], 5)} |{ood_cell} {c.get('params', 0) / 1e6:.2f}M | "
+            f"{_mb(c.get('size_bytes'))} | {_rate(c.get('tokens_per_s'))} | {_fmt(c.get('latency_ms'), 4)} ms |"
         )
+    if ood:
+        lines += ["", ood_sentence(ood)]
     if "ppl_nonoverlap" in s:
         lines += ["", f"Non-overlapping windows: teacher {_fmt(t['ppl_nonoverlap'], 5)}, "
                       f"student {_fmt(s['ppl_nonoverlap'], 5)}."]
@@ -84,10 +89,24 @@ def summary_markdown(metrics: dict, images: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ood_sentence(ood: dict) -> str:
+    """Where the out-of-domain perplexity comes from, in one sentence."""
+    names = [Path(f).name for f in ood.get("files", [])]
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    stripped = ood.get("gutenberg_stripped") or []
+    return (f"Out-of-domain text: {len(names)} file(s) ({shown}), {ood.get('tokens', 0):,} tokens scored with the "
+            f"same window and stride" + (f", at most {ood['max_tokens']:,} in all, shared between the files"
+                                         if ood.get("max_tokens") else "")
+            + (f"; Project Gutenberg header/footer cut off in {len(stripped)} file(s)" if stripped else "") + ".")
+
+
 def compare_markdown(runs: Sequence[tuple[str, dict]], image: str | None) -> str:
     """One table: PPL and mean distances per run, then the per-layer sliced WD / CKA side by side."""
-    lines = ["# Comparison", "", "| run | student PPL | teacher PPL | mean sliced WD | mean CKA | mean norm. MSE |",
-             "|---|---|---|---|---|---|"]
+    ood = any("ood_ppl" in m.get("student", {}) for _, m in runs)  # an OOD column only where there are numbers
+    lines = ["# Comparison", "", "| run | student PPL | teacher PPL |" + (" student OOD PPL | teacher OOD PPL |"
+                                                                       if ood else "")
+             + " mean sliced WD | mean CKA | mean norm. MSE |", "|---|---|---|" + ("---|---|" if ood else "")
+             + "---|---|---|"]
 
     def mean(rows: Sequence[dict], key: str) -> float | None:
         vals = [r[key] for r in rows if r.get(key) is not None]
@@ -95,8 +114,10 @@ def compare_markdown(runs: Sequence[tuple[str, dict]], image: str | None) -> str
 
     for name, m in runs:
         rows = m.get("layers", [])
+        ood_cells = (f"{_fmt(m['student'].get('ood_ppl'), 5)} | {_fmt(m['teacher'].get('ood_ppl'), 5)} | "
+                     if ood else "")
         lines.append(
-            f"| {name} | {_fmt(m['student']['ppl'], 5)} | {_fmt(m['teacher']['ppl'], 5)} | "
+            f"| {name} | {_fmt(m['student']['ppl'], 5)} | {_fmt(m['teacher']['ppl'], 5)} | {ood_cells}"
             f"{_fmt(mean(rows, 'sliced_wd'))} | {_fmt(mean(rows, 'cka'))} | {_fmt(mean(rows, 'mse_normalized'))} |"
         )
     indices = sorted({r["student_layer"] for _, m in runs for r in m.get("layers", [])})

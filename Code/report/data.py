@@ -33,6 +33,15 @@ class Run:
     def test_ppl(self) -> float | None:
         return self.eval["student"]["ppl"] if self.eval else None
 
+    @property
+    def ood_ppl(self) -> float | None:
+        """Out-of-domain perplexity (evaluate_.py --ood-text); None for runs evaluated without it."""
+        return (self.eval or {}).get("student", {}).get("ood_ppl")
+
+    @property
+    def teacher_ood_ppl(self) -> float | None:
+        return (self.eval or {}).get("teacher", {}).get("ood_ppl")
+
     def layer_values(self, key: str) -> dict[int, float]:
         """student layer -> value of `key` (sliced_wd, cka, mse) from the evaluation."""
         rows = (self.eval or {}).get("layers", [])

@@ -12,9 +12,13 @@ from Code.report.data import Run, StudyData
 from Code.report.stats import PairedResult, holm, mean, min_wilcoxon_p, paired, std
 
 ALPHA = 0.05
+MISSING = "–"  # a number the runs do not have (e.g. out-of-domain PPL of runs evaluated before it existed)
+# the perplexities every method is tested on against the baseline
+PPL_METRICS = ("test_ppl", "ood_ppl")
 # metric -> (title, getter, which direction is better)
 METRICS = {
     "test_ppl": ("test perplexity", lambda r: r.test_ppl, "lower"),
+    "ood_ppl": ("out-of-domain perplexity", lambda r: r.ood_ppl, "lower"),         # None: evaluated without it
     "mean_swd": ("mean sliced WD", lambda r: r.layer_mean("sliced_wd"), "lower"),   # over matched layers
     "mean_cka": ("mean CKA", lambda r: r.layer_mean("cka"), "higher"),
 }
@@ -60,15 +64,38 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ results
+def partial_pm(values: list[float | None]) -> str:
+    """`pm` of the values present; MISSING when none is; how many seeds when only some are."""
+    have = [v for v in values if v is not None]
+    if not have:
+        return MISSING
+    if len(have) == len(values):
+        return pm(have)
+    spread = f" ± {num(std(have))}" if len(have) > 1 else ""
+    return f"{num(mean(have))}{spread} ({len(have)} of {plural(len(values), 'seed')})"
+
+
 def ppl_table(study: StudyData) -> list[str]:
     rows = []
     for m in study.methods:
         runs = study.of(m)
         values = [r.test_ppl for r in runs]
-        seeds = ", ".join(f"{r.seed}: {num(r.test_ppl)}" for r in runs) or "none finished"
-        rows.append([m, str(len(values)), pm(values), num(min(values)) if values else "n/a",
-                     num(max(values)) if values else "n/a", seeds])
-    return table(["method", "seeds", "test PPL mean ± std", "min", "max", "per seed"], rows)
+        seeds = ", ".join(f"{r.seed}: {num(r.test_ppl)}" + (f" / {num(r.ood_ppl)}" if r.ood_ppl is not None else "")
+                          for r in runs) or "none finished"
+        rows.append([m, str(len(values)), pm(values), partial_pm([r.ood_ppl for r in runs]) if runs else "n/a",
+                     num(min(values)) if values else "n/a", num(max(values)) if values else "n/a", seeds])
+    return table(["method", "seeds", "test PPL mean ± std", "out-of-domain PPL mean ± std", "test min", "test max",
+                  "per seed (test / out-of-domain)"], rows)
+
+
+def teacher_ppl(study: StudyData, ood: bool = False) -> float | None:
+    """The teacher's perplexity on the test (or out-of-domain) tokens, from the first evaluation that has it."""
+    for r in study.runs.values():
+        if r.status == "done":
+            value = r.teacher_ood_ppl if ood else r.eval["teacher"].get("ppl")
+            if value is not None:
+                return value
+    return None
 
 
 def layer_table(study: StudyData, key: str) -> list[str]:
@@ -118,7 +145,7 @@ def baseline(study: StudyData) -> str:
 def comparisons(study: StudyData) -> list[Comparison]:
     """The family of paired tests (over seeds both methods finished), Holm-corrected together."""
     base = baseline(study)
-    wanted = [(m, base, "test_ppl") for m in study.methods if m != base]
+    wanted = [(m, base, metric) for metric in PPL_METRICS for m in study.methods if m != base]
     for a, b in PAIRS:
         if a in study.methods and b in study.methods:
             wanted += [(a, b, metric) for metric in METRICS]
@@ -162,18 +189,22 @@ def tests_table(tests: list[Comparison]) -> list[str]:
                   "p (t)", "p (Holm)", "p (Wilcoxon)", "verdict"], rows)
 
 
-def baseline_line(tests: list[Comparison], base: str) -> list[str]:
-    """Every method against the baseline on test perplexity, grouped by what the Holm-corrected test says."""
-    vs_base = [c for c in tests if c.b == base and c.metric == "test_ppl"]
+def baseline_line(tests: list[Comparison], base: str, metric: str = "test_ppl") -> list[str]:
+    """Every method against the baseline on one perplexity (test or out-of-domain), grouped by what the
+    Holm-corrected test says."""
+    vs_base = [c for c in tests if c.b == base and c.metric == metric]
     if not vs_base:
         return []
+    title = METRICS[metric][0]
     better = [f"{c.a} ({effect(c.result, ' PPL', base)})" for c in vs_base if c.significant and c.result.mean_diff < 0]
     worse = [f"{c.a} ({effect(c.result, ' PPL', base)})" for c in vs_base if c.significant and c.result.mean_diff > 0]
     same = [f"{c.a} ({effect(c.result, ' PPL', base)}; Holm p = {pvalue(c.p_holm)})"
             for c in vs_base if not c.significant and c.result.n >= 2]
     untested = [c.a for c in vs_base if c.result.n < 2]
-    return [f"- Against the `{base}` baseline (paired over seeds, Holm-corrected, α = {ALPHA}; differences are "
-            f"method − {base} with their 95% CI): significantly lower test perplexity: {'; '.join(better) or 'none'}; "
+    lead = (f"- Against the `{base}` baseline (paired over seeds, Holm-corrected, α = {ALPHA}; differences are "
+            f"method − {base} with their 95% CI)" if metric == "test_ppl" else
+            f"- On the out-of-domain text, against the `{base}` baseline (the same tests)")
+    return [f"{lead}: significantly lower {title}: {'; '.join(better) or 'none'}; "
             f"significantly higher: {'; '.join(worse) or 'none'}; no significant difference: "
             f"{'; '.join(same) or 'none'}"
             + (f"; not testable (fewer than 2 paired seeds): {', '.join(untested)}" if untested else "") + "."]
@@ -231,13 +262,32 @@ def conclusion(study: StudyData, tests: list[Comparison]) -> list[str]:
     teacher = next(r.eval["teacher"]["ppl"] for m in done for r in study.of(m))
     lines = [f"- Lowest mean test perplexity: **{best}** ({pm(done[best])}, {plural(len(done[best]), 'seed')}); "
              f"the teacher scores {num(teacher)} on the same tokens."]
-    lines += baseline_line(tests, baseline(study)) + pair_lines(tests) + claim_line(tests)
+    lines += ood_lines(study)
+    lines += baseline_line(tests, baseline(study)) + baseline_line(tests, baseline(study), "ood_ppl")
+    lines += pair_lines(tests) + claim_line(tests)
     n = min((len(v) for v in done.values()), default=0)
     lines += critic_lines(study)
     lines.append(f"- The verdicts use the Holm-corrected paired t-test (normal differences assumed); the exact "
                  f"Wilcoxon signed-rank test is shown as a check, and with {plural(n, 'seed')} per method it cannot "
                  f"go below p = {min_wilcoxon_p(n):.3g}. The 95% CIs are per comparison, not Holm-adjusted; "
                  f"{len(tests)} tests are corrected together.")
+    return lines
+
+
+def ood_lines(study: StudyData) -> list[str]:
+    """The lowest mean out-of-domain perplexity, the teacher's, and which runs have no such number."""
+    done = {m: [r.ood_ppl for r in study.of(m) if r.ood_ppl is not None] for m in study.methods if study.of(m)}
+    lacking = [f"{r.method}/seed{r.seed}" for m in study.methods for r in study.of(m) if r.ood_ppl is None]
+    have = {m: v for m, v in done.items() if v}
+    if not have:
+        return []
+    best = min(have, key=lambda m: mean(have[m]))
+    teacher = teacher_ppl(study, ood=True)
+    lines = [f"- Lowest mean out-of-domain perplexity: **{best}** ({pm(have[best])}, "
+             f"{plural(len(have[best]), 'seed')}); the teacher scores {num(teacher)} on the same tokens."]
+    if lacking:
+        lines.append(f"- No out-of-domain perplexity (evaluated without `--ood-text`; running the study again "
+                     f"evaluates them, without retraining): {', '.join(lacking)}.")
     return lines
 
 

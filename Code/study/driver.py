@@ -6,8 +6,9 @@
 Layout of the study folder (default `study/<preset>`): `data/` (indexed corpus), `teacher/` (its
 pretraining run, when the teacher is trained here), `runs/<method>/seed<k>/` (training run + `eval/`),
 `logs/` (each command's output) and `study.json` (the plan, hardware, commit and wall times). Running it
-again reuses what is finished: a run is finished when `final/` and `eval/metrics.json` exist; a run with
-`args.json` but no `final/` resumes (`RESUME=1`); a finished run lacking `eval/` is only evaluated.
+again reuses what is finished: a run is finished when `final/` and `eval/metrics.json` exist (and, when
+out-of-domain text is configured, that evaluation holds the out-of-domain PPL of those files); a run with
+`args.json` but no `final/` resumes (`RESUME=1`); a trained run lacking that evaluation is only evaluated.
 Never imports the training loop: every step is a command, as a user would type it.
 """
 
@@ -30,8 +31,8 @@ from pathlib import Path
 
 from Code import CODE_DIR as CODE
 from Code import REPO
-from Code.study.presets import GENERIC, METHODS, PRESETS, Method, Preset
 from Code.cli import cli_main
+from Code.study.presets import GENERIC, METHODS, PRESETS, Method, Preset
 from Code.utils import atomic_write_text
 
 # launcher env -> args.json key: the settings that must match for an existing run to be reused
@@ -93,11 +94,49 @@ def launcher_path(name: str) -> Path:
     return path if path.is_file() else REPO / GENERIC
 
 
-def run_state(run_dir: Path) -> str:
-    """done | eval (trained, not evaluated) | resume (started) | train (nothing yet)."""
+def ood_text(preset: Preset, given: str | None) -> list[str]:
+    """The out-of-domain text every run is scored on (evaluate_.py --ood-text), as absolute paths: the
+    ':'-separated files/folders given (OOD_TEXT / --ood-text; `none` turns it off), else the preset's
+    folder when this checkout has it, else nothing."""
+    if given and given.strip():
+        if given.strip().lower() in ("none", "off", "0"):
+            return []
+        paths = [Path(p).expanduser().resolve() for p in given.split(":") if p.strip()]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise StudyError(f"out-of-domain text {', '.join(missing)} not found: OOD_TEXT / --ood-text takes "
+                             "':'-separated .txt files or folders of them (or none)")
+        return [str(p) for p in paths]
+    folder = (REPO / preset.ood_corpus).resolve() if preset.ood_corpus else None
+    return [str(folder)] if folder and folder.is_dir() else []
+
+
+def ood_file_list(paths: list[str]) -> list[str]:
+    """The files evaluate_.py will read for --ood-text PATHS (its own resolver), resolved."""
+    from Code.evaluation.inputs import ood_files
+
+    return [str(p.resolve()) for p in ood_files(paths)] if paths else []
+
+
+def has_ood(metrics_path: Path, files: list[str]) -> bool:
+    """The evaluation holds the out-of-domain PPL of exactly these files."""
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (metrics.get("student", {}).get("ood_ppl") is not None
+            and sorted(metrics.get("ood", {}).get("files", [])) == sorted(files))
+
+
+def run_state(run_dir: Path, ood_files: list[str] | None = None) -> str:
+    """done | eval (trained, not evaluated, or evaluated without the out-of-domain PPL of `ood_files`) |
+    resume (started) | train (nothing yet)."""
     trained = (run_dir / "final" / "config.json").is_file()
     if trained:
-        return "done" if (run_dir / "eval" / "metrics.json").is_file() else "eval"
+        metrics = run_dir / "eval" / "metrics.json"
+        if not metrics.is_file():
+            return "eval"
+        return "eval" if ood_files and not has_ood(metrics, ood_files) else "done"
     return "resume" if (run_dir / "args.json").is_file() else "train"
 
 
@@ -171,6 +210,8 @@ class Study:
         self.preset, self.root, self.dry_run, self.jobs = preset, root, dry_run, jobs
         self.threads = max(1, (os.cpu_count() or 1) // jobs)
         self.extra_env = extra_env
+        self.ood: list[str] = []        # evaluate_.py --ood-text arguments ([]: no out-of-domain pass)
+        self.ood_files: list[str] = []  # the files they name, as evaluate_.py records them
         self.scrub = launcher_vars()
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -286,13 +327,16 @@ class Study:
         key = f"{method.name}/seed{seed}"
         run_dir = self.root / "runs" / method.name / f"seed{seed}"
         env = student_env(self.preset, method, seed, run_dir, teacher, data_dir)
-        state = run_state(run_dir)
+        state = run_state(run_dir, self.ood_files)
         self.note(key, dir=str(run_dir.relative_to(self.root)), method=method.name, seed=seed)
         logs = self.root / "logs"
         if state == "done":
             self.note(key, ("reused",))
             self.say(f"{key}: finished before, reused")
             return
+        if state == "eval" and (run_dir / "eval" / "metrics.json").is_file():
+            self.say(f"{key}: trained and evaluated before, without the out-of-domain PPL of these files: "
+                     "evaluating again (not retraining)")
         if state in ("train", "resume"):
             if state == "resume":
                 env["RESUME"] = "1"
@@ -310,6 +354,8 @@ class Study:
             return
         cmd = [sys.executable, str(CODE / "evaluate_.py"), "--ckpt", str(run_dir / "final"), "--out-dir",
                str(run_dir / "eval"), "--seed", "0", "--threads", str(self.threads), *self.preset.eval_flags]
+        if self.ood:
+            cmd += ["--ood-text", *self.ood]
         ok, wall = self.execute(cmd, {}, logs / f"{method.name}_seed{seed}.eval.log", f"{key} evaluation")
         self.note(key, ("evaluated" if ok else "failed",), eval_wall_s=round(wall, 1),
                   status="done" if ok else "failed evaluation")
@@ -385,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     for split in ("train", "valid", "test"):
         p.add_argument(f"--{split}-files", help=f"{split} text files, ':'-separated")
     p.add_argument("--teacher", help="a teacher folder or hub name (skips pretraining)")
+    p.add_argument("--ood-text", default=os.environ.get("OOD_TEXT"),
+                   help="out-of-domain text every run is also scored on: ':'-separated .txt files or folders, "
+                        "or none (default: $OOD_TEXT, else ../shared/corpus/gutenberg when present)")
     p.add_argument("--max-steps", type=int, help="optimizer steps of every student run (default: the preset's)")
     p.add_argument("--teacher-steps", type=int, help="optimizer steps of the teacher pretraining (preset's)")
     p.add_argument("--report-dir", help="where make_report.py writes (default Individual-Final-Project-Report[/gpu])")
@@ -428,12 +477,17 @@ def run_study(args) -> int:
     root = Path(args.study_dir or REPO / "study" / preset.name).resolve()
     extra = {"HF_HUB_OFFLINE": "1"} if preset.name == "cpu" and "HF_HUB_OFFLINE" not in os.environ else {}
     study = Study(preset, root, args.dry_run, max(1, args.jobs or preset.jobs), extra)
+    study.ood = ood_text(preset, args.ood_text)
+    study.ood_files = ood_file_list(study.ood)
     study.manifest.update(preset=preset.name, preset_config=asdict(preset), seeds=seeds, methods={
         n: {"label": METHODS[n].label, "launcher": str(launcher_path(METHODS[n].launcher).relative_to(REPO)),
             "env": METHODS[n].env, "flags": preset.method_flags.get(n, [])} for n in names},
-        hardware=hardware(), git=git_state(), jobs=study.jobs, threads_per_job=study.threads)
+        hardware=hardware(), git=git_state(), jobs=study.jobs, threads_per_job=study.threads,
+        ood={"text": study.ood, "files": study.ood_files} if study.ood else None)
     study.say(f"study {preset.name}: {len(names)} methods x {len(seeds)} seeds in {root} "
               f"({study.jobs} at a time, {study.threads} thread(s) each)")
+    study.say(f"out-of-domain text: {len(study.ood_files)} file(s) from {', '.join(study.ood)}" if study.ood else
+              "out-of-domain text: none (set OOD_TEXT or --ood-text to score one)")
     files = {"train": args.train_files, "valid": args.valid_files, "test": args.test_files}
     data_dir = study.data(args.data_dir, args.corpus, files)
     teacher = study.teacher(args.teacher, data_dir)

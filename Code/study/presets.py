@@ -49,6 +49,9 @@ class Preset:
     train_flags: list[str]                 # extra flags shared by every student run
     method_flags: dict[str, list[str]]     # extra flags of one method (e.g. a layer map that fits)
     eval_flags: list[str]                  # evaluate_.py flags
+    # out-of-domain text every run is also scored on (evaluate_.py --ood-text): repo-relative folder of .txt
+    # files, used when present (the study's --ood-text / OOD_TEXT overrides it)
+    ood_corpus: str | None = None
     seeds: tuple[int, ...] = (1, 2, 3)
     methods: tuple[str, ...] = tuple(METHODS)
     jobs: int = 1                          # runs side by side (CPU: one per core, one thread each)
@@ -83,6 +86,7 @@ PRESETS: dict[str, Preset] = {
         method_flags={},  # seed_mse's own "uniform" map gives student hidden i -> teacher hidden 2i here
         eval_flags=["--max-tokens", "32768", "--hidden-tokens", "2048", "--projections", "128",
                     "--tsne-points", "150", "--gen-tokens", "0", "--batch-size", "16", "--no-progress"],
+        ood_corpus="../shared/corpus/gutenberg",  # 13 public-domain books: a domain other than Wikipedia
         jobs=2,
         notes=["distilgpt2 uses the same student (teacher blocks 0,2) as every method: its loss recipe, not its "
                "layer pick (0,2,4,7,9,11 exists only for 12-layer teachers)"],
@@ -104,6 +108,7 @@ PRESETS: dict[str, Preset] = {
         train_flags=["--critic-lr", "5e-4", "--no-progress"],  # the students' LR, as in `cpu`
         method_flags={},
         eval_flags=["--window", "1024", "--stride", "512", "--no-progress"],
+        ood_corpus="../shared/corpus/gutenberg",  # when this checkout has it (else --ood-text / OOD_TEXT)
         jobs=1,
         notes=["distilgpt2 uses the same student (teacher blocks 0,2,4,6,8,10) as every method: its loss "
                "recipe, not its layer pick 0,2,4,7,9,11, so that only the loss differs"],

@@ -1,0 +1,7 @@
+"""`python -m Code.study --preset cpu`: the study driver (usually through `bash scripts/run_study.sh cpu`)."""
+
+import sys
+
+from Code.study.driver import main
+
+sys.exit(main())
