@@ -18,13 +18,19 @@ from Code.objectives.registry import LossSpecError
 
 # name -> flag values; kept here (not in losses.py) because a preset is a bundle of flags.
 PRESETS: dict[str, dict[str, object]] = {
-    # The seed study's Wasserstein run: 0.3*WD + 0.4*KD(T=2) + 0.3*LM, RMSprop critics, cosine schedule.
+    # The seed study's Wasserstein run: 0.3*WD + 0.4*KD(T=2) + 0.3*LM, RMSprop critics, cosine schedule,
+    # and everything else as the seed study had it (bit for bit the code before the critic fixes): WD summed
+    # over layers, raw critic inputs, no critic warm-up, Adam betas 0.5,0.9 (unused by RMSprop), a critic LR
+    # decaying to 0, the student's dropout 0.1 against the teacher's eval mode.
     "seed_wd": {"loss": "wd+kd+lm", "weights": "0.3,0.4,0.3", "temperature": 2.0,
-                "critic_optimizer": "rmsprop", "critic_lr": 1e-4, "critic_schedule": "cosine"},
+                "critic_optimizer": "rmsprop", "critic_lr": 1e-4, "critic_schedule": "cosine",
+                "wd_reduce": "sum", "critic_standardize": False, "critic_warmup_steps": 0, "critic_betas": "0.5,0.9",
+                "critic_min_lr_ratio": 0.0, "student_dropout": 0.1},
     # The seed study's MSE run: 0.3*MSE + 0.3*KD(T=1) + 0.4*LM; "uniform" maps student hidden i to teacher
-    # hidden i*T/S, which for 12 -> 6 layers is the seed's teacher 2,4,..,12 <- student 1..6.
+    # hidden i*T/S, which for 12 -> 6 layers is the seed's teacher 2,4,..,12 <- student 1..6. Student
+    # dropout 0.1 as in the seed study (and as its seed_wd twin).
     "seed_mse": {"loss": "mse+kd+lm", "weights": "0.3,0.3,0.4", "temperature": 1.0,
-                 "layer_map": "uniform"},
+                 "layer_map": "uniform", "student_dropout": 0.1},
     # Hugging Face DistilGPT2: alpha_ce 5, alpha_clm 2, alpha_cos 1, T=2, teacher layers 0,2,4,7,9,11.
     "distilgpt2": {"loss": "kd+lm+cos", "weights": "5.0,2.0,1.0", "temperature": 2.0,
                    "student_layers": "distilgpt2", "cos_last_only": True},
@@ -64,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(student i -> teacher i*T/S); default: the truncation's own blocks")
     g.add_argument("--compile", type=str, default="auto", choices=["auto", "on", "off"],
                    help="torch.compile the student (auto: on GPU only)")
+    g.add_argument("--student-dropout", type=float, default=None,
+                   help="the student's resid/embd/attn dropout. Default 0.0 with a teacher: the teacher runs in "
+                        "eval mode, so the student must too or every hidden-state term (and the critics) sees "
+                        "dropout noise as distance; with --no-teacher the model config's own (GPT-2: 0.1)")
 
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", type=str, default=str(CODE_DIR / "data" / "wikitext-103"))
@@ -103,14 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mse-normalize", action="store_true",
                    help="divide each dimension by the teacher's std (GPT-2 has huge outlier dims)")
     g.add_argument("--swd-projections", type=int, default=128)
+    g.add_argument("--wd-reduce", type=str, default="mean", choices=["mean", "sum"],
+                   help="wd over matched layers: mean (as mse/cos/swd) or sum (the seed study)")
 
     g = p.add_argument_group("critic (wd)")
     g.add_argument("--n-critic", type=int, default=5, help="critic updates per student step")
     g.add_argument("--critic-hidden", type=int, default=256)
     g.add_argument("--critic-optimizer", type=str, default="adam", choices=["adam", "rmsprop"])
     g.add_argument("--critic-lr", type=float, default=1e-4)
-    g.add_argument("--critic-betas", type=str, default="0.5,0.9")
+    g.add_argument("--critic-betas", type=str, default="0.0,0.9", help="critic Adam betas (WGAN-GP's 0,0.9)")
     g.add_argument("--critic-schedule", type=str, default="constant", choices=["constant", "cosine"])
+    g.add_argument("--critic-min-lr-ratio", type=float, default=0.1,
+                   help="cosine critic schedule floor as a fraction of --critic-lr (0: decays to 0)")
+    g.add_argument("--critic-standardize", action=argparse.BooleanOptionalAction, default=True,
+                   help="critic inputs standardised per dimension by the teacher's running mean/std")
+    g.add_argument("--critic-warmup-steps", type=int, default=100,
+                   help="extra critic updates on a fresh run's first batch, before the student first moves (100: "
+                        "at critic LR 1e-3 the estimate reaches ~90%% of its plateau, about 5 student steps' work)")
     g.add_argument("--gp-lambda", type=float, default=10.0)
     g.add_argument("--critic-samples", type=int, default=2048,
                    help="token positions per step the critics see (subsampled)")
@@ -131,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--log-interval", type=int, default=10)
+    g.add_argument("--grad-share-interval", type=int, default=None,
+                   help="every N steps (at the first micro-batch of each log interval by default: N = "
+                        "--log-interval) log grad_norm/<term> and grad_share/<term> of each weighted term's "
+                        "gradient over the student's parameters; 0 = off")
     g.add_argument("--eval-interval", type=int, default=200)
     g.add_argument("--eval-iters", type=int, default=20, help="validation batches per evaluation")
     g.add_argument("--save-interval", type=int, default=500)
@@ -215,12 +238,24 @@ def validate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--mix-alpha must be in [0, 1) (0.2 in the MiniLLM paper), got {args.mix_alpha}")
     if args.pt_weight < 0:
         raise ConfigError(f"--pt-weight must be >= 0, got {args.pt_weight}")
+    if args.student_dropout is None and not args.no_teacher:
+        args.student_dropout = 0.0  # the teacher's eval mode (see --help); args.json records the value
+    if args.student_dropout is not None and not 0 <= args.student_dropout < 1:
+        raise ConfigError(f"--student-dropout must be in [0, 1), got {args.student_dropout}")
+    if args.critic_warmup_steps < 0:
+        raise ConfigError(f"--critic-warmup-steps must be >= 0, got {args.critic_warmup_steps}")
+    if not 0 <= args.critic_min_lr_ratio <= 1:
+        raise ConfigError(f"--critic-min-lr-ratio must be in [0, 1], got {args.critic_min_lr_ratio}")
+    if args.grad_share_interval is None:
+        args.grad_share_interval = args.log_interval
+    if args.grad_share_interval < 0:
+        raise ConfigError(f"--grad-share-interval must be >= 0 (0 = off), got {args.grad_share_interval}")
     try:
         betas = tuple(float(b) for b in str(args.critic_betas).split(","))
     except ValueError as exc:
-        raise ConfigError(f"--critic-betas must be two numbers like 0.5,0.9, got {args.critic_betas}") from exc
+        raise ConfigError(f"--critic-betas must be two numbers like 0.0,0.9, got {args.critic_betas}") from exc
     if len(betas) != 2:
-        raise ConfigError(f"--critic-betas must be two numbers like 0.5,0.9, got {args.critic_betas}")
+        raise ConfigError(f"--critic-betas must be two numbers like 0.0,0.9, got {args.critic_betas}")
     args.critic_betas = ",".join(str(b) for b in betas)
     for name in _loss_names(args.loss):
         if name in PRESETS:

@@ -26,6 +26,7 @@ class ModelConfig:
     student_layers: str
     layer_map: str | None
     compile: str
+    student_dropout: float | None = None  # resid/embd/attn dropout of the student; None: its config's own
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class CriticConfig:
     schedule: str
     gp_lambda: float
     samples: int
+    min_lr_ratio: float = 0.1   # a cosine critic schedule decays to this fraction of lr (0: to zero)
+    standardize: bool = True    # critic inputs in units of the teacher's running per-dimension std
+    warmup_steps: int = 0       # extra critic updates on a fresh run's first batch, before the student moves
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class LogConfig:
     keep_checkpoints: int
     tensorboard: bool
     progress: bool
+    grad_share_interval: int = 0  # every N steps, each weighted term's gradient norm and share (0 = off)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def from_namespace(ns: argparse.Namespace) -> RunConfig:
     return RunConfig(
         out_dir=Path(ns.out_dir), seed=ns.seed, resume=ns.resume, overwrite=ns.overwrite,
         model=ModelConfig(ns.teacher, ns.no_teacher, ns.student, ns.student_config, ns.student_layers,
-                          ns.layer_map, ns.compile),
+                          ns.layer_map, ns.compile, ns.student_dropout),
         data=DataConfig(ns.data_dir, ns.seq_len, ns.num_workers, "prompt" if ns.task in PROMPT_TASKS else ns.task),
         optim=OptimConfig(ns.micro_batch_size, ns.grad_accum, ns.lr, ns.min_lr_ratio, ns.warmup_steps,
                           ns.weight_decay, ns.clip_grad, ns.max_steps, ns.epochs, ns.zero_stage, ns.precision,
@@ -130,9 +135,10 @@ def from_namespace(ns: argparse.Namespace) -> RunConfig:
         losses=tuple(parse_losses(ns.loss, ns.weights, defaults=vars(ns))),
         critic=CriticConfig(ns.n_critic, ns.critic_hidden, ns.critic_optimizer, ns.critic_lr,
                             tuple(float(b) for b in str(ns.critic_betas).split(",")),  # type: ignore[arg-type]
-                            ns.critic_schedule, ns.gp_lambda, ns.critic_samples),
+                            ns.critic_schedule, ns.gp_lambda, ns.critic_samples, ns.critic_min_lr_ratio,
+                            ns.critic_standardize, ns.critic_warmup_steps),
         log=LogConfig(ns.log_interval, ns.eval_interval, ns.eval_iters, ns.save_interval, ns.keep_checkpoints,
-                      not ns.no_tensorboard, not ns.no_progress),
+                      not ns.no_tensorboard, not ns.no_progress, ns.grad_share_interval),
         select=SelectionConfig(ns.select_by, ns.val_prompts, ns.max_new_tokens, ns.max_prompt_len),
         minillm=MiniLLMConfig(ns.mix_alpha, ns.pt_weight, ns.pt_data_dir, not ns.no_length_norm),
         flags=dict(vars(ns)),

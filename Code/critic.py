@@ -7,6 +7,16 @@ batch statistics would couple samples). All layers' weights are stacked `(L, in,
 penalty is one out-of-place double backward for all layers at once. On CPU the two cost the same within
 ~10% (the matmul FLOPs are identical; a per-layer CPU path was tried and gained nothing measurable).
 The critic works in fp32 whatever the features' dtype.
+
+The critics' inputs are standardised per layer and dimension with the teacher's running mean and variance
+(`TeacherMoments`, updated from every batch of teacher features the critics train on, detached, all-reduced
+over ranks, saved with the critics), the same transform for teacher and student, in the critics' updates and
+in `student_loss`/`estimate`. GPT-2's residual stream has a few dimensions hundreds of times larger than the
+rest; in raw units a 1-Lipschitz critic spends its whole slope on those and the student's gradient from the
+term is as large as those dimensions are. Standardised, every dimension counts in units of the teacher's own
+spread. A fresh run's first `update` also runs `warmup_steps` extra critic iterations (a critic at its random
+init sends the student noise, not a distance); the flag is in the state dict, so a resumed run does not
+repeat it.
 """
 
 from __future__ import annotations
@@ -59,19 +69,87 @@ class BatchedCritic(nn.Module):
         return h.squeeze(-1)
 
 
+class TeacherMoments:
+    """Running per-layer, per-dimension mean and variance of the teacher features the critics see.
+
+    Each batch's count, sum and squared deviations (over its real positions, summed over ranks when
+    torch.distributed is initialised, so every rank holds the same numbers) are merged into the running ones
+    with Chan et al.'s parallel update in float64: the exact mean and population variance of every teacher
+    position seen so far. The teacher is frozen and the data stationary, so a plain running average (not an
+    EMA) is the right estimate. Before the first batch the transform is the identity.
+    """
+
+    def __init__(self, num_layers: int, dim: int, device: torch.device, eps: float = 1e-5) -> None:
+        self.eps = eps
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.mean = torch.zeros(num_layers, 1, dim, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(num_layers, 1, dim, dtype=torch.float64, device=device)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        var = self.m2 / self.count.clamp(min=1)
+        seen = self.count > 0
+        self.shift = torch.where(seen, self.mean, 0.0).float()
+        self.scale = torch.where(seen, torch.rsqrt(var + self.eps), 1.0).float()
+
+    @torch.no_grad()
+    def observe(self, teacher: Tensor, valid: Tensor) -> None:
+        """Merge the real positions of one batch `(L, N, D)` (any float dtype) into the running moments."""
+        m = valid[None, :, None]
+        x = teacher.float()
+        local = torch.cat([valid.sum().reshape(1).double(),
+                           torch.where(m, x, 0.0).sum(1).double().reshape(-1)])
+        n_b, sum_b = _sum_over_ranks(local).split([1, local.numel() - 1])
+        n_b = n_b.reshape(())
+        mean_b = (sum_b / n_b.clamp(min=1)).view_as(self.mean)
+        m2_b = _sum_over_ranks(torch.where(m, (x - mean_b.float()) ** 2, 0.0).sum(1, keepdim=True).double())
+        total = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * (n_b / total.clamp(min=1))
+        self.m2 += m2_b + delta**2 * (self.count * n_b / total.clamp(min=1))
+        self.count = total
+        self._refresh()
+
+    def standardize(self, x: Tensor) -> Tensor:
+        """`(x - mean) / sqrt(var + eps)` per layer and dimension, out of place (gradients reach `x`)."""
+        return (x - self.shift) * self.scale
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"count": self.count.clone(), "mean": self.mean.clone(), "m2": self.m2.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        device = self.mean.device
+        self.count = state["count"].to(device, torch.float64)
+        self.mean = state["mean"].to(device, torch.float64).clone()
+        self.m2 = state["m2"].to(device, torch.float64).clone()
+        self._refresh()
+
+
+def _sum_over_ranks(t: Tensor) -> Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
 class CriticTrainer:
-    """Owns the critics, their optimizer, LR schedule, sampling generator and gradient penalty."""
+    """Owns the critics, their optimizer, LR schedule, sampling generator, input statistics, warm-up and
+    gradient penalty."""
 
     def __init__(self, num_layers: int, dim: int, hidden: int = 256, optimizer: str = "adam",
-                 lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.9), gp_lambda: float = 10.0,
+                 lr: float = 1e-4, betas: tuple[float, float] = (0.0, 0.9), gp_lambda: float = 10.0,
                  n_critic: int = 5, max_samples: int = 4096, seed: int = 0,
                  device: str | torch.device = "cpu", depth: int = 2, schedule: str = "constant",
-                 total_steps: int | None = None) -> None:
+                 total_steps: int | None = None, min_lr_ratio: float = 0.1, standardize: bool = True,
+                 warmup_steps: int = 0) -> None:
         if num_layers < 1 or dim < 1 or hidden < 1 or depth < 1:
             raise CriticConfigError(f"critic sizes must be positive (layers={num_layers}, dim={dim}, "
                                     f"hidden={hidden}, depth={depth})")
         if n_critic < 1 or max_samples < 1:
             raise CriticConfigError(f"n_critic ({n_critic}) and max_samples ({max_samples}) must be >= 1")
+        if warmup_steps < 0:
+            raise CriticConfigError(f"critic warm-up steps must be >= 0, got {warmup_steps}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise CriticConfigError(f"critic min LR ratio must be in [0, 1], got {min_lr_ratio}")
         if optimizer not in ("adam", "rmsprop"):
             raise CriticConfigError(f"unknown critic optimizer '{optimizer}': use adam or rmsprop")
         if schedule not in ("constant", "cosine"):
@@ -84,6 +162,9 @@ class CriticTrainer:
         self.n_critic = n_critic
         self.max_samples = max_samples
         self.critic = BatchedCritic(num_layers, dim, hidden, depth, seed=seed).to(self.device)
+        self.moments = TeacherMoments(num_layers, dim, self.device) if standardize else None
+        self.warmup_steps = warmup_steps
+        self.warmed_up = warmup_steps == 0  # saved: a resumed run does not warm up again
         params = list(self.critic.parameters())
         fused = {"fused": True} if self.device.type == "cuda" else {}
         if optimizer == "adam":
@@ -92,9 +173,12 @@ class CriticTrainer:
             self.optimizer = torch.optim.RMSprop(params, lr=lr)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         if schedule == "cosine":
-            total = int(total_steps)  # type: ignore[arg-type]
+            total, floor = int(total_steps), float(min_lr_ratio)  # type: ignore[arg-type]
+            # Cosine from lr down to floor * lr (not to 0: a critic whose LR reaches 0 stops tracking the
+            # student it is supposed to measure). floor 0 is the seed study's schedule, bit for bit.
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+                self.optimizer,
+                lambda step: floor + (1.0 - floor) * (0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))),
             )
         # Its own generator: sample positions and interpolation weights repeat run to run, whatever
         # else consumes the global RNG; seeded alike on every rank (ranks already see different data).
@@ -132,19 +216,30 @@ class CriticTrainer:
             g.copy_(flat[offset : offset + n].view_as(g))  # type: ignore[union-attr]
             offset += n
 
+    @property
+    def warmup_pending(self) -> bool:
+        """True until the first `update` of a fresh run (which then runs `warmup_steps` extra iterations)."""
+        return not self.warmed_up
+
     def update(self, teacher_feats: list[Tensor] | Tensor, student_feats: list[Tensor] | Tensor,
                mask: Tensor) -> Tensor:
         """`n_critic` critic steps on detached features; returns per-layer WD estimates `(L,)` (no GP).
 
         Features are `L` tensors `(B, T, D)` (or one `(L, B, T, D)`); `mask` `(B, T)` marks real positions.
-        Each step samples up to `max_samples` real positions (the same for every layer).
+        Each step samples up to `max_samples` real positions (the same for every layer). With standardised
+        inputs the batch's teacher features first join the running moments. The first call of a fresh run
+        runs `warmup_steps + n_critic` steps on its batch.
         """
         valid_all = flat_mask(mask).to(self.device)
         n = valid_all.shape[0]
         ts_all = self._pack(teacher_feats, student_feats, n)
+        if self.moments is not None:  # standardised once per call, in fp32 (a bf16 batch doubles in size)
+            self.moments.observe(ts_all[:, :n], valid_all)
+            ts_all = self.moments.standardize(ts_all.float())
+        steps = self.n_critic + (0 if self.warmed_up else self.warmup_steps)
         estimate = torch.zeros(ts_all.shape[0], device=self.device)
         with torch.enable_grad(), torch.autocast(self.device.type, enabled=False):
-            for _ in range(self.n_critic):
+            for _ in range(steps):
                 idx, valid = sample_positions(valid_all, self.max_samples, self.generator)
                 if idx.shape[0] == n:
                     ts = ts_all.float()  # no subsampling: a no-op for fp32 features
@@ -156,6 +251,7 @@ class CriticTrainer:
                 loss.backward()
                 self._average_gradients()
                 self.optimizer.step()
+        self.warmed_up = True
         self.last_estimates = estimate.detach()
         return self.last_estimates
 
@@ -179,7 +275,7 @@ class CriticTrainer:
         self._check_shapes(feats, feats, valid)
         params = ([w.detach() for w in self.critic.weights], [b.detach() for b in self.critic.biases])
         with torch.autocast(self.device.type, enabled=False):
-            return -masked_mean(self.critic(feats, params), valid)
+            return -masked_mean(self.critic(self._standardize(feats), params), valid)
 
     @torch.no_grad()
     def estimate(self, teacher_feats: list[Tensor] | Tensor, student_feats: list[Tensor] | Tensor,
@@ -190,7 +286,11 @@ class CriticTrainer:
         s = stack_layers(student_feats, torch.float32).to(self.device)
         self._check_shapes(t, s, valid)
         with torch.autocast(self.device.type, enabled=False):
+            t, s = self._standardize(t), self._standardize(s)
             return masked_mean(self.critic(t), valid) - masked_mean(self.critic(s), valid)
+
+    def _standardize(self, x: Tensor) -> Tensor:
+        return self.moments.standardize(x) if self.moments is not None else x
 
     @torch.no_grad()
     def _pack(self, teacher_feats: list[Tensor] | Tensor, student_feats: list[Tensor] | Tensor, n: int) -> Tensor:
@@ -225,12 +325,19 @@ class CriticTrainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "generator": self.generator.get_state(),
             "last_estimates": self.last_estimates,
+            "moments": self.moments.state_dict() if self.moments is not None else None,
+            "warmed_up": self.warmed_up,
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("config") != self.config:
             raise CriticConfigError(f"critic checkpoint was made for {state.get('config')}, this run builds "
                                     f"{self.config}: use the same layer map, width and critic size")
+        saved = state.get("moments")
+        if (saved is not None) != (self.moments is not None):
+            made, want = ("with", "--critic-standardize") if saved is not None else ("without",
+                                                                                   "--no-critic-standardize")
+            raise CriticConfigError(f"critic checkpoint was made {made} standardised inputs: resume with {want}")
         self.critic.load_state_dict(state["critic"])
         # A copy: Optimizer.load_state_dict keeps the given moment tensors, which would otherwise stay
         # shared with whoever produced `state` (e.g. a live trainer) and be updated twice.
@@ -240,3 +347,6 @@ class CriticTrainer:
         self.generator.set_state(state["generator"].cpu())
         last = state.get("last_estimates")
         self.last_estimates = last.to(self.device) if last is not None else None
+        if self.moments is not None:
+            self.moments.load_state_dict(saved)  # type: ignore[arg-type]
+        self.warmed_up = bool(state.get("warmed_up", True))  # a checkpoint is a run under way: no warm-up

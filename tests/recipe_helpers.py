@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 FAKE = """#!/usr/bin/env bash
 printf '%s\\0' "$(basename "$0")" "$@" > "$CAPTURE_FILE"
@@ -48,7 +47,7 @@ def launch_command(script: Path, env: dict[str, str], extra: list[str], bin_dir:
 class InProcess:
     """Entry points called in this process; one world-size-1 process group serves every run (DeepSpeed
     keeps module-level communication state that does not survive re-creating it). `close` restores the
-    environment the runs changed (RANK, MASTER_PORT, ...) and ends the group."""
+    environment the runs changed (RANK, MASTER_PORT, ...); the group lives on for the next one."""
 
     def __init__(self) -> None:
         self._env = dict(os.environ)
@@ -67,8 +66,8 @@ class InProcess:
         assert result in (None, 0), f"{entry.name} {flags} returned {result}"
 
     def close(self) -> None:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        # The process group stays for the next InProcess of this pytest process: DeepSpeed keeps
+        # module-level communication state bound to the first group, which a re-created one breaks.
         os.environ.clear()
         os.environ.update(self._env)
         torch.set_num_threads(self._threads)

@@ -138,7 +138,7 @@ def test_state_dict_round_trip_continues_identically():
         torch.testing.assert_close(a.update(t, s, mask), b.update(t, s, mask), rtol=0, atol=0)
         a.step_scheduler()
         b.step_scheduler()
-    assert a.current_lr() == b.current_lr() == pytest.approx(0.0, abs=1e-12)
+    assert a.current_lr() == b.current_lr() == pytest.approx(0.1 * 1e-4)  # the cosine ends at its floor
     with pytest.raises(CriticConfigError, match="checkpoint was made for"):
         CriticTrainer(3, 6, hidden=16).load_state_dict(a.state_dict())
 
@@ -168,9 +168,12 @@ def _rank_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         critic = CriticTrainer(2, 6, hidden=16, n_critic=2, max_samples=12, seed=0)
         g = torch.Generator().manual_seed(1000 + rank)  # every rank sees different data
         mask = torch.ones(2, 9, dtype=torch.bool)
+        seen = []
         for _ in range(3):
-            critic.update(_layers(g), _layers(g, shift=1.0 + rank), mask)
-        torch.save(critic.state_dict(), f"{out_dir}/rank{rank}.pt")
+            teacher = _layers(g)
+            seen.append(teacher)
+            critic.update(teacher, _layers(g, shift=1.0 + rank), mask)
+        torch.save({**critic.state_dict(), "teacher": seen}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -181,6 +184,12 @@ def test_two_gloo_ranks_with_different_data_keep_identical_critics(tmp_path):
     for key, value in a["critic"].items():
         assert torch.equal(value, b["critic"][key]), f"critic {key} differs between ranks"
     assert not torch.equal(a["last_estimates"], b["last_estimates"])  # their data did differ
+    # the input standardisation is the same on both ranks: the moments of both ranks' teacher features
+    for key, value in a["moments"].items():
+        assert torch.equal(value, b["moments"][key]), f"critic input moments {key} differ between ranks"
+    union = torch.cat([torch.stack(batch).reshape(2, -1, 6) for r in (a, b) for batch in r["teacher"]], 1).double()
+    torch.testing.assert_close(a["moments"]["mean"][:, 0], union.mean(1))
+    torch.testing.assert_close(a["moments"]["m2"][:, 0] / a["moments"]["count"], union.var(1, unbiased=False))
     # and the averaging did something: a lone rank on rank 0's data ends elsewhere
     lone = CriticTrainer(2, 6, hidden=16, n_critic=2, max_samples=12, seed=0)
     g = torch.Generator().manual_seed(1000)

@@ -299,7 +299,9 @@ def test_wd_parts_include_critic_estimates_and_student_terms():
     total, logs = compute_losses(terms("wd", inputs), inputs)
     assert {"wd/layer2", "wd/layer4", "wd/layer6", "wd/student_layer2", "wd/student_layer6"} <= set(logs)
     per_layer = sum(logs[f"wd/student_layer{i}"] for i in (2, 4, 6))
-    assert total.item() == pytest.approx(per_layer.item(), rel=1e-6)
+    assert total.item() == pytest.approx(per_layer.item() / 3, rel=1e-6)  # the mean over layers, as mse's
+    summed, _ = compute_losses(terms("wd[wd_reduce=sum]", inputs), inputs)  # the seed study's sum
+    assert summed.item() == pytest.approx(per_layer.item(), rel=1e-6)
 
 
 def test_non_finite_term_raises_naming_it():

@@ -86,3 +86,11 @@ class SWDOptions:
             (self.swd_p in (1, 2), f"swd_p must be 1 or 2, got {self.swd_p}"),
             (self.swd_max_samples >= 1, f"swd_max_samples must be >= 1, got {self.swd_max_samples}"),
         ])
+
+
+@dataclass(frozen=True)
+class WDOptions:
+    wd_reduce: str = "mean"  # over matched layers, like every hidden term; "sum": the seed study's
+
+    def __post_init__(self) -> None:
+        _require([(self.wd_reduce in ("mean", "sum"), f"wd_reduce must be mean or sum, got {self.wd_reduce!r}")])

@@ -33,6 +33,7 @@ from Code.objectives.options import (
     NoOptions,
     SkewOptions,
     SWDOptions,
+    WDOptions,
 )
 
 LossOutput = tuple[Tensor, dict[str, Tensor]]
@@ -231,7 +232,9 @@ def _swd(inputs: LossInputs, options: SWDOptions) -> LossOutput:
     return per.mean(), layer_parts(per, inputs.layer_ids)
 
 
-def _wd(inputs: LossInputs, options: NoOptions) -> LossOutput:
+def _wd(inputs: LossInputs, options: WDOptions) -> LossOutput:
+    """Mean over matched layers of `-E[f_l(student_l)]` (as mse/cos/swd average theirs), so the term's scale
+    does not grow with the number of matched layers; `wd_reduce=sum` is the seed study's sum."""
     if inputs.critic is None:
         raise LossSpecError("loss 'wd' needs critics: pass their estimates as LossInputs.critic")
     _check_hidden(inputs, "wd")
@@ -239,7 +242,7 @@ def _wd(inputs: LossInputs, options: NoOptions) -> LossOutput:
     parts = layer_parts(per, inputs.layer_ids, prefix="student_")
     if inputs.critic.last_estimates is not None:
         parts.update(layer_parts(inputs.critic.last_estimates, inputs.layer_ids))
-    return per.sum(), parts
+    return (per.sum() if options.wd_reduce == "sum" else per.mean()), parts
 
 
 REGISTRY: dict[str, LossSpec] = {}
@@ -270,7 +273,8 @@ for _spec in [
     LossSpec("mse", _mse, True, False, True, False, "mean over layers of hidden-state MSE", MSEOptions),
     LossSpec("cos", _cos, True, False, True, False, "1 - cosine similarity of hidden states", CosOptions),
     LossSpec("swd", _swd, True, False, True, False, "critic-free sliced Wasserstein distance", SWDOptions),
-    LossSpec("wd", _wd, True, False, True, True, "WGAN-GP critics: sum over layers of -E[f(student)]"),
+    LossSpec("wd", _wd, True, False, True, True,
+             "WGAN-GP critics: mean over layers of -E[f(student)] (wd_reduce=sum: the seed study's sum)", WDOptions),
 ]:
     register(_spec)
 

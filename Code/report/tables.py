@@ -24,7 +24,8 @@ METRICS = {
 }
 # the claims this study tests, when both methods are present: the seed study's WD-vs-MSE claim in both its
 # pure and preset forms, and the critic against its critic-free twin
-PAIRS = [("wd", "mse"), ("seed_wd", "seed_mse"), ("wd", "swd")]
+PAIRS = [("wd_lm", "mse_lm"), ("wd_lm", "kd_lm"), ("mse_lm", "kd_lm"), ("wd", "mse"), ("seed_wd", "seed_mse"),
+         ("wd", "swd")]
 
 
 def num(x: float | None, digits: int = 2) -> str:
@@ -235,7 +236,8 @@ def pair_lines(tests: list[Comparison]) -> list[str]:
 
 def claim_line(tests: list[Comparison]) -> list[str]:
     """The seed study's claim (WD matches each layer's distribution better than MSE), as the tests decide it."""
-    claim = [c for c in tests if (c.a, c.b) in (("wd", "mse"), ("seed_wd", "seed_mse")) and c.metric == "mean_swd"]
+    claim = [c for c in tests if (c.a, c.b) in (("wd_lm", "mse_lm"), ("wd", "mse"), ("seed_wd", "seed_mse"))
+             and c.metric == "mean_swd"]
     if not claim:
         return []
     held = [f"`{c.a}` vs `{c.b}`" for c in claim if c.significant and c.result.mean_diff < 0]

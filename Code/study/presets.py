@@ -30,6 +30,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("seed_mse", "Code/mse_stu_base.sh", {"PRESET": "seed_mse"}, "seed preset MSE+KD+LM"),
     Method("seed_wd", "Code/wd_stu_base.sh", {"PRESET": "seed_wd"}, "seed preset WD+KD+LM"),
     Method("distilgpt2", "scripts/distilgpt2/train.sh", {"PRESET": "distilgpt2"}, "DistilGPT2 (KD+LM+cos)"),
+    # The pure comparison: one distillation term beside the same LM term, equal weights, nothing else changed.
+    Method("kd_lm", "scripts/logit_kd/kd.sh", {"LOSS": "kd+lm", "WEIGHTS": "0.5,0.5"}, "logit KD + LM"),
+    Method("mse_lm", GENERIC, {"LOSS": "mse+lm", "WEIGHTS": "0.5,0.5"}, "hidden-state MSE + LM"),
+    Method("wd_lm", GENERIC, {"LOSS": "wd+lm", "WEIGHTS": "0.5,0.5"}, "Wasserstein critics + LM"),
 )}
 
 

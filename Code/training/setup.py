@@ -58,6 +58,8 @@ def build_models(cfg: ModelConfig, data_dir: str | Path, needs_teacher: bool, se
         student.requires_grad_(True)
     check_vocab(meta, student.config.vocab_size, what="student")
     student.config.use_cache = False
+    if cfg.student_dropout is not None:  # all three ways of building a student: cut, from a config, loaded
+        set_dropout(student, cfg.student_dropout)
 
     teacher_dim = teacher.config.n_embd if teacher is not None else student.config.n_embd
     layer_map: list[tuple[int, int]] = []
@@ -68,12 +70,26 @@ def build_models(cfg: ModelConfig, data_dir: str | Path, needs_teacher: bool, se
     return Models(teacher, student, student_layers, layer_map, teacher_dim)
 
 
+def set_dropout(model: GPT2LMHeadModel, p: float) -> None:
+    """Every dropout of a GPT-2 (embeddings, attention weights, residual branches) to `p`, in the modules
+    and in the config (so `save_pretrained` records what it trained with). The teacher runs in eval mode,
+    i.e. with none; a student trained with GPT-2's 0.1 differs from it by dropout noise alone, which a
+    hidden-state loss or a critic reads as distance (measured at init on a layer the student shares with the
+    teacher: critic estimate 1.69 with dropout 0.1, 0.000 with 0.0)."""
+    for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        setattr(model.config, name, p)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+
+
 def build_critics(cfg: CriticConfig, n_layers: int, dim: int, total_steps: int, seed: int,
                   device: torch.device) -> CriticTrainer:
     return CriticTrainer(
         num_layers=n_layers, dim=dim, hidden=cfg.hidden, optimizer=cfg.optimizer, lr=cfg.lr, betas=cfg.betas,
         gp_lambda=cfg.gp_lambda, n_critic=cfg.n_critic, max_samples=cfg.samples, seed=seed, device=device,
-        schedule=cfg.schedule, total_steps=total_steps,
+        schedule=cfg.schedule, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio,
+        standardize=cfg.standardize, warmup_steps=cfg.warmup_steps,
     )
 
 

@@ -7,8 +7,9 @@ distillation step covers every `--loss` of the registry; MiniLLM's step lives in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -18,11 +19,11 @@ from transformers import GPT2LMHeadModel
 from Code.config import RunConfig
 from Code.critic import CriticTrainer
 from Code.modeling.student import DistillStudent
-from Code.objectives.registry import LossInputs, LossPlan, Term, compute_losses
+from Code.objectives.registry import LossInputs, LossPlan, Term, compute_losses, term_values
 from Code.training.data_stream import endless_batches
 from Code.training.engines import Engine
 from Code.training.setup import Models, as_batch, build_critics, train_loader
-from Code.utils import rank, world_size
+from Code.utils import print0, rank, world_size
 
 
 @dataclass
@@ -30,6 +31,9 @@ class StepOutput:
     loss: Tensor                 # what the engine backpropagates
     parts: dict[str, Tensor]     # detached values to log, by name (`kd`, `wd/layer2`, ...)
     tokens: int                  # tokens this micro-batch processed (throughput)
+    # measured now and then, logged under their own names (`grad_share/kd`), averaged over the measurements
+    # of the log interval (not over its micro-batches)
+    probes: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Step(Protocol):
@@ -61,11 +65,49 @@ def teacher_features(teacher: GPT2LMHeadModel, input_ids: Tensor, attention_mask
     return logits, hidden
 
 
+def _flat_tensors(outputs: Any) -> list[Tensor]:
+    if isinstance(outputs, Tensor):
+        return [outputs]
+    if isinstance(outputs, list | tuple):
+        return [t for item in outputs for t in _flat_tensors(item)]
+    return []
+
+
+@contextlib.contextmanager
+def engine_output_hooks_suspended(outputs: Any) -> Iterator[None]:
+    """Let a probing `torch.autograd.grad` through the engine's outputs without starting the engine's backward.
+
+    DeepSpeed (0.19 here, with its PyTorch-style backward support) hooks the tensors its engine's forward
+    returns: the first gradient to reach them starts its backward bookkeeping (timers, ZeRO's reduction
+    state, gradient-accumulation scaling; at ZeRO stage 0 an error for a backward outside `engine.backward`),
+    once per forward. The hooks come off the outputs here and go back on as the forward left them, so
+    `engine.backward` then runs exactly as without the probe. The DDP engine and older DeepSpeed hook no
+    output: nothing to do.
+    """
+    tensors = _flat_tensors(outputs)
+    managers: list[Any] = []
+    for t in tensors:
+        for m in getattr(t, "_backward_hook_managers", ()):
+            if all(m is not seen for seen in managers):
+                managers.append(m)
+    for m in managers:
+        m.remove_hooks()
+    try:
+        yield
+    finally:
+        for t in tensors:
+            if hasattr(t, "_backward_hook_managers"):  # re-registering attaches each manager again
+                t._backward_hook_managers = [m for m in t._backward_hook_managers
+                                             if all(m is not ours for ours in managers)]
+        for m in managers:
+            m.register_hooks_on_outputs(outputs)
+
+
 class DistillStep:
     """Teacher features, student features, the critics' turn (WGAN-GP), then the weighted loss."""
 
     def __init__(self, teacher: GPT2LMHeadModel | None, module: DistillStudent, layer_map: list[tuple[int, int]],
-                 terms: tuple[Term, ...], seed: int, critic_factory: Any = None) -> None:
+                 terms: tuple[Term, ...], seed: int, critic_factory: Any = None, grad_share_interval: int = 0) -> None:
         self.teacher = teacher
         self.module = module
         self.plan = LossPlan.from_terms(terms)
@@ -73,6 +115,7 @@ class DistillStep:
         self.layer_ids = tuple(s for s, _ in layer_map) or None
         self.seed = seed
         self.critic_factory = critic_factory  # (total_micro_steps) -> CriticTrainer, when a term needs critics
+        self.grad_share_interval = grad_share_interval  # steps between gradient-share probes; 0 = never
         self.critics: CriticTrainer | None = None
         self.engine: Engine | None = None
         self.data: tuple[Any, Any, dict] | None = None
@@ -88,7 +131,8 @@ class DistillStep:
             return build_critics(cfg.critic, len(models.layer_map), models.teacher_dim, total_micro_steps,
                                  cfg.seed, device)
 
-        step = cls(models.teacher, module, models.layer_map, cfg.losses, cfg.seed, critics)
+        step = cls(models.teacher, module, models.layer_map, cfg.losses, cfg.seed, critics,
+                   cfg.log.grad_share_interval)
         step.device = device
         step.data = train_loader(cfg.data.data_dir, cfg.data.seq_len, cfg.optim.micro_batch_size, rank(), world_size(),
                                  cfg.seed, cfg.data.num_workers, pin=device.type == "cuda", task=cfg.data.task)
@@ -131,14 +175,63 @@ class DistillStep:
                             student_hidden=s_hidden, teacher_hidden=t_hidden, critic=self.critics,
                             layer_ids=self.layer_ids, seed=self.seed, step=step)
         total, parts = compute_losses(plan.terms, inputs)
-        return StepOutput(total, parts, input_ids.numel())
+        probes: dict[str, Tensor] = {}
+        if self.grad_share_interval and micro == 0 and (step - 1) % self.grad_share_interval == 0:
+            probes = self.gradient_shares(inputs, (s_logits, s_hidden))
+        return StepOutput(total, parts, input_ids.numel(), probes)
 
     def train_critics(self, teacher_hidden: list[Tensor], student_hidden: list[Tensor], mask: Tensor) -> None:
         """The critics' turn (WGAN-GP order): `n_critic` updates against the current student, which then moves.
 
-        The student's features are detached here: the critics' updates never reach the student.
+        The student's features are detached here: the critics' updates never reach the student. A fresh
+        run's first turn is the critics' warm-up (`--critic-warmup-steps` more updates on this batch), so the
+        student's first step already follows a critic that measures something.
         """
-        self.critics.update(teacher_hidden, [h.detach() for h in student_hidden], mask)
+        warmup = self.critics.warmup_pending
+        estimates = self.critics.update(teacher_hidden, [h.detach() for h in student_hidden], mask)
+        if warmup:
+            shown = ", ".join(f"{v:.4g}" for v in estimates.tolist())
+            print0(f"critic warm-up: {self.critics.warmup_steps} updates on the first batch before the student "
+                   f"moves; per-layer estimates now {shown}")
+
+    def gradient_shares(self, inputs: LossInputs, outputs: Any) -> dict[str, Tensor]:
+        """`grad_norm/<term>`: L2 norm of the gradient `weight * term` sends into the student's trainable
+        parameters (this micro-batch and rank, before the 1/grad_accum scaling and clipping);
+        `grad_share/<term>`: its squared norm over the sum of the weighted terms' squared norms (shares sum
+        to 1); `grad_norm/total`: the norm of their sum, the gradient the engine will backpropagate.
+
+        Each term's value comes again from the registry (`term_values`, generic over terms) on this step's
+        graph, kept with `retain_graph`; `autograd.grad` leaves `.grad`, the engine's hooks (see
+        `engine_output_hooks_suspended`) and the RNG as they were, so the step's own backward is unchanged.
+        """
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        device = params[0].device
+        squared: dict[str, Tensor] = {}
+        total: list[Tensor | None] = [None] * len(params)  # running sum of the weighted terms' gradients
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                engine_output_hooks_suspended(outputs):
+            values = term_values(self.plan.terms, inputs)
+            for term, (value, _) in zip(self.plan.terms, values, strict=True):
+                if term.weight == 0:
+                    continue
+                grads: Any = [None] * len(params)
+                if value.requires_grad:
+                    grads = torch.autograd.grad(term.weight * value, params, retain_graph=True, allow_unused=True)
+                sq = torch.zeros((), device=device)
+                for i, g in enumerate(grads):
+                    if g is not None:
+                        g = g.float()
+                        sq = sq + g.pow(2).sum()
+                        total[i] = g if total[i] is None else total[i] + g
+                squared[term.name] = sq
+        if not squared:
+            return {}
+        whole = torch.stack(list(squared.values())).sum()
+        probes = {f"grad_norm/{name}": sq.sqrt() for name, sq in squared.items()}
+        probes.update({f"grad_share/{name}": sq / whole.clamp(min=1e-30) for name, sq in squared.items()})
+        probes["grad_norm/total"] = sum((g.pow(2).sum() for g in total if g is not None),
+                                        torch.zeros((), device=device)).sqrt()
+        return probes
 
     def after_update(self) -> None:
         if self.critics is not None:

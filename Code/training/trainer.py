@@ -119,6 +119,8 @@ class Trainer:
         self.bar = tqdm(total=self.total_steps, initial=self.done, disable=not is_main() or not cfg.log.progress,
                         dynamic_ncols=True, unit="step")
         self.sums: dict[str, torch.Tensor] = {}
+        self.probes: dict[str, torch.Tensor] = {}  # the step's occasional measurements (grad_share/...), summed
+        self.n_probes = 0
         self.count, self.tokens, self.t_last, start = 0, 0, time.perf_counter(), time.perf_counter()
         self.engine.train()  # a student loaded from a checkpoint arrives in eval mode: dropout on from step 1
         for step in range(self.done + 1, self.total_steps + 1):
@@ -139,6 +141,9 @@ class Trainer:
         out = train_micro_batch(self.engine, self.step, batch, step, micro)
         for k, v in out.parts.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        if out.probes:
+            self.probes = {k: self.probes[k] + v if k in self.probes else v for k, v in out.probes.items()}
+            self.n_probes += 1
         self.count += 1
         self.tokens += out.tokens
 
@@ -150,6 +155,7 @@ class Trainer:
         if self.step.tokens_per_step is not None:
             record["tokens"] = step * self.step.tokens_per_step
         record.update({(k if k == "loss" else self.step.log_key(k)): v for k, v in means.items()})
+        record.update(mean_over_ranks(self.probes, self.n_probes))  # as named: grad_norm/kd, grad_share/kd
         if self.log is not None:
             self.log.write(record)
             shown = {k.removeprefix("loss/"): f"{v:.4g}" for k, v in record.items()
@@ -158,6 +164,7 @@ class Trainer:
             if not self.cfg.log.progress:
                 print(f"step {step}/{self.total_steps} " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
         self.sums, self.count, self.tokens, self.t_last = {}, 0, 0, time.perf_counter()
+        self.probes, self.n_probes = {}, 0
 
     def evaluate(self, step: int) -> None:
         """Validation loss (and the selection score); `best/` when it improves (a NaN model never does)."""
