@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from Code.study import driver as study
-from Code.study.presets import METHODS
+from Code.study.presets import METHODS, PRESETS
 from tiny_setup import REPO, make_data, make_teacher, quiet_env, run_ok
 
 
@@ -21,15 +21,20 @@ def dry_run(capsys, *args: str) -> str:
 def test_cpu_plan_runs_every_method_and_seed_with_one_student_and_budget(tmp_path, capsys):
     out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "2")
     lines = [ln for ln in out.splitlines() if "OUT_DIR=" in ln and "/runs/" in ln]
-    assert len(lines) == len(METHODS) * 2
-    for name, method in METHODS.items():
+    methods = PRESETS["cpu"].methods
+    assert {"lm", "kd_lm", "mse_lm", "wd_lm"} <= set(methods)  # the pure comparison beside the recipes
+    assert len(lines) == len(methods) * 2
+    for name in methods:
+        method = METHODS[name]
         for seed in (1, 2):
             line = next(ln for ln in lines if f"/runs/{name}/seed{seed} " in ln)
-            assert f"SEED={seed}" in line and "STUDENT_LAYERS=0,2" in line and "MAX_STEPS=100" in line
+            assert f"SEED={seed}" in line and "STUDENT_LAYERS=0,3" in line and "MAX_STEPS=100" in line
             assert all(f"{k}={v}" in line for k, v in method.env.items())
             assert method.launcher in line or "Code/launch_common.sh" in line
+    seed_mse = next(ln for ln in lines if "/runs/seed_mse/seed1 " in ln)
+    assert "--layer-map 1:1,2:6" in seed_mse  # every hidden-state method on the truncation's own map
     assert "pretrain_teacher.sh" in out or "launch_common.sh --no-teacher" in out
-    assert out.count("evaluate_.py --ckpt") == len(METHODS) * 2
+    assert out.count("evaluate_.py --ckpt") == len(methods) * 2
 
 
 def test_gpu_plan_uses_gpt2_and_wikitext103(tmp_path, capsys):
