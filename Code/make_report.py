@@ -24,10 +24,12 @@ from Code.report.tables import (  # noqa: E402
     comparisons,
     conclusion,
     cost_table,
+    grad_share_table,
     layer_table,
     num,
     ppl_table,
     run_of,
+    sensitivity_table,
     status_lines,
     table,
     teacher_ppl,
@@ -248,6 +250,17 @@ def build_markdown(study: StudyData, images: dict[str, str | None], stamp: dict)
               "matched layers of a run. Out-of-domain rows appear where both methods' runs were scored on the "
               "out-of-domain text.", ""]
     lines += tests_table(tests) if tests else ["No pair of methods has a seed in common yet."]
+    lines += ["", "## Which term drives the student", "",
+              "Each weighted term's share of the squared gradient it sends into the student's parameters "
+              "(`grad_share/<term>` in `metrics.jsonl`: its squared norm over the sum of the terms' squared norms, "
+              "measured every `--grad-share-interval` steps before clipping), averaged over the run, then over "
+              "seeds.", ""] + grad_share_table(study)
+    sensitivity = sensitivity_table(study)
+    if sensitivity:
+        lines += ["", "## Wasserstein sensitivity", "",
+                  "The `wd_lm` recipe with one setting changed at a time (WD weight, critic learning rate, critic "
+                  "updates per step), each against `mse_lm` on the same seeds: does any setting make WD beat "
+                  "MSE?", ""] + sensitivity
     lines += ["", "## Conclusion", ""] + conclusion(study, tests)
     lines += ["", "## Runs", ""] + status_lines(study)
     lines += ["", "## Reproduce", "", "```", f"bash scripts/run_study.sh {study.manifest.get('preset', 'cpu')}",

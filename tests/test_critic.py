@@ -11,14 +11,7 @@ import torch.multiprocessing as mp
 
 from Code.critic import BatchedCritic, CriticConfigError, CriticTrainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These are hundreds of tiny ops: one thread is fastest, and immune to a busy machine's contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gaussians(g: torch.Generator, n: int, dim: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:

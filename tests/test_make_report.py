@@ -286,3 +286,34 @@ def test_out_of_domain_ppl_missing_is_a_dash(tmp_path):
     ood_row = [ln for ln in rows(text, "kd − lm", "## Paired tests") if "out-of-domain" in ln]
     assert len(ood_row) == 1 and "| 2 |" in ood_row[0]                  # only the seeds both have
     assert "lm/seed3" in text.split("## Conclusion", 1)[1]
+
+
+def test_gradient_shares_and_the_wd_sensitivity_table(tmp_path, monkeypatch):
+    """Each run's logged grad_share/<term> averaged per run, then mean ± std over seeds; the wd_lm sweep rows
+    pair each setting with mse_lm on the same seeds."""
+    shares = {"mse_lm": 0.2, "wd_lm": 0.9, "wd_lm_w002": 0.1}
+    ppl = {"mse_lm": [100.0, 101.0, 102.0], "wd_lm": [110.0, 112.0, 111.0], "wd_lm_w002": [99.0, 100.5, 101.2]}
+    for m in shares:
+        monkeypatch.setitem(LOSSES, m, (m.split("_")[0] + "+lm", "0.5,0.5"))
+        monkeypatch.setitem(PPL, m, ppl[m])
+    study = make_study(tmp_path / "study", methods=tuple(shares))
+    term = {"mse_lm": "mse", "wd_lm": "wd", "wd_lm_w002": "wd"}
+    for m, share in shares.items():
+        for s in (1, 2, 3):
+            path = study / "runs" / m / f"seed{s}" / "metrics.jsonl"
+            recs = [json.loads(line) for line in path.read_text().splitlines()]
+            for r in recs:
+                if r["kind"] == "train" and r["step"] % 5 == 0:  # probes at some log lines only
+                    own = share + 0.01 * s + (0.02 if r["step"] == 20 else 0.0)
+                    r.update({f"grad_share/{term[m]}": own, "grad_share/lm": 1 - own})
+            path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = report(tmp_path, study)
+    per_seed = [statistics.mean([0.1 + 0.01 * s, 0.1 + 0.01 * s, 0.1 + 0.01 * s, 0.12 + 0.01 * s]) for s in (1, 2, 3)]
+    line = row(text, "`wd_lm_w002`", "## Which term drives the student")
+    assert f"wd {statistics.mean(per_seed):.3f} ± {statistics.stdev(per_seed):.3f}" in line
+    sweep = row(text, "`wd_lm_w002`", "## Wasserstein sensitivity")
+    expected = paired(ppl["wd_lm_w002"], ppl["mse_lm"])
+    assert tables.effect(expected, base="mse_lm") in sweep and f"t-test p = {tables.pvalue(expected.p_t)}" in sweep
+    assert f"{statistics.mean(per_seed):.3f}" in sweep and "weights 0.5,0.5" in sweep
+    sensitivity = text.split("## Wasserstein sensitivity", 1)[1].split("## Conclusion")[0]
+    assert "| `wd_lm` |" in sensitivity and "| `mse_lm` |" not in sensitivity  # the reference is not a row

@@ -25,12 +25,7 @@ from tiny_setup import CODE, make_data, make_teacher
 D = 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layers(g: torch.Generator, n: int = 2, shape=(2, 20, D), shift: float = 0.0) -> list[torch.Tensor]:

@@ -316,6 +316,59 @@ def critic_lines(study: StudyData) -> list[str]:
     return lines
 
 
+def grad_shares(run: Run) -> dict[str, float]:
+    """term -> mean over the run's logged probes of `grad_share/<term>` (its share of the squared gradient
+    the weighted terms send into the student)."""
+    values: dict[str, list[float]] = {}
+    for rec in run.kind("train"):
+        for k, v in rec.items():
+            if k.startswith("grad_share/") and v is not None:
+                values.setdefault(k.removeprefix("grad_share/"), []).append(float(v))
+    return {term: sum(v) / len(v) for term, v in values.items()}
+
+
+def grad_share_table(study: StudyData) -> list[str]:
+    """Which term drives each student: mean ± std over seeds of each term's mean gradient share."""
+    rows = []
+    for m in study.methods:
+        per_seed = [grad_shares(r) for r in study.of(m)]
+        terms = sorted({t for s in per_seed for t in s})
+        if terms:
+            rows.append([f"`{m}`", ", ".join(f"{t} {pm([s[t] for s in per_seed if t in s], 3)}" for t in terms)])
+    if not rows:
+        return ["No run logged gradient shares (runs made before `--grad-share-interval` existed)."]
+    return table(["method", "share of the squared gradient, per term (mean ± std over seeds)"], rows)
+
+
+# WD sensitivity: `wd_lm` variants, each changing one setting (see Code/study/presets.py), against `mse_lm`.
+SWEEP_PREFIX = "wd_lm"
+
+
+def sensitivity_table(study: StudyData) -> list[str]:
+    """Every `wd_lm*` method: its settings, WD's measured gradient share, test PPL, and the paired test
+    against `mse_lm` on the same seeds (does any setting make WD beat MSE?)."""
+    methods = [m for m in study.methods if m.startswith(SWEEP_PREFIX)]
+    if len(methods) < 2 or "mse_lm" not in study.methods:
+        return []
+    ref = {r.seed: r.test_ppl for r in study.of("mse_lm") if r.test_ppl is not None}
+    rows = []
+    for m in methods:
+        runs = [r for r in study.of(m) if r.test_ppl is not None]
+        pairs = [(r.test_ppl, ref[r.seed]) for r in runs if r.seed in ref]
+        shares = [grad_shares(r).get("wd") for r in runs]
+        args = runs[0].args if runs else {}
+        setting = (f"weights {args.get('weights')}, critic lr {args.get('critic_lr')}, "
+                   f"n_critic {args.get('n_critic')}") if args else "–"
+        test = "–"
+        if len(pairs) >= 2:
+            r = paired([a for a, _ in pairs], [b for _, b in pairs])
+            test = f"{effect(r, base='mse_lm')}, t-test p = {pvalue(r.p_t)}, Wilcoxon p = {pvalue(r.p_wilcoxon)}"
+        rows.append([f"`{m}`", setting, pm([s for s in shares if s is not None], 3),
+                     pm([r.test_ppl for r in runs]), test])
+    return table(["method", "setting", "WD gradient share", "test PPL", f"vs `mse_lm` (test PPL, {len(ref)} seeds)"],
+                 rows)
+
+
 # ------------------------------------------------------------------------------------------ cost
 def cost_table(study: StudyData, wall: dict[str, float]) -> list[str]:
     rows = []
