@@ -13,7 +13,7 @@ from pathlib import Path
 
 from Code import CODE_DIR
 from Code.config import RunConfig, from_namespace
-from Code.instruction_data import PROMPT_TASKS
+from Code.data_pipeline.instruction_data import PROMPT_TASKS
 from Code.objectives.registry import LossSpecError
 
 # name -> flag values; kept here (not in losses.py) because a preset is a bundle of flags.

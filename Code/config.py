@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from Code.instruction_data import PROMPT_TASKS
+from Code.data_pipeline.instruction_data import PROMPT_TASKS
 from Code.objectives.parsing import parse_losses
 from Code.objectives.registry import Term
 

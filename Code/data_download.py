@@ -20,12 +20,12 @@ from pathlib import Path
 
 from Code import CODE_DIR
 from Code.cli import cli_main
-from Code.corpus_splits import HUB, LOCAL, carve_missing, load_source
-from Code.data_layout import META, SPLITS
-from Code.indexed_dataset import best_dtype
-from Code.split_conversion import FORMAT, docs_fingerprint, split_is_current, write_split
-from Code.tokenization import tokenizer_fingerprint
-from Code.tokenizer_choice import pick_tokenizer
+from Code.data_pipeline.corpus_splits import HUB, LOCAL, carve_missing, load_source
+from Code.data_pipeline.data_layout import META, SPLITS
+from Code.data_pipeline.indexed_dataset import best_dtype
+from Code.data_pipeline.split_conversion import FORMAT, docs_fingerprint, split_is_current, write_split
+from Code.data_pipeline.tokenization import tokenizer_fingerprint
+from Code.data_pipeline.tokenizer_choice import pick_tokenizer
 
 
 def previous_meta(path: Path, overwrite: bool) -> dict:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from Code.data_layout import META, write_prompt_side_files
+from Code.data_pipeline.data_layout import META, write_prompt_side_files
 
 
 class SeqKDError(ValueError):
@@ -62,7 +62,7 @@ def teacher_responses(args: argparse.Namespace, meta: dict, examples: list) -> t
     """The teacher's response ids to each example's prompt, and the seconds generation took."""
     import torch
 
-    from Code.lm_datasets import check_vocab
+    from Code.data_pipeline.lm_datasets import check_vocab
     from Code.modeling.generation import generate_responses
     from Code.modeling.loading import load_teacher
     from Code.utils import pick_device
@@ -104,7 +104,7 @@ def _write_split(args: argparse.Namespace, out: Path, meta: dict, examples: list
     records carry the teacher's text as `response`, the original as `reference`); returns its meta entry."""
     import numpy as np
 
-    from Code.indexed_dataset import IndexedDatasetBuilder, best_dtype
+    from Code.data_pipeline.indexed_dataset import IndexedDatasetBuilder, best_dtype
 
     eos = int(meta["eos_id"])
     with IndexedDatasetBuilder(out / args.split, best_dtype(int(meta["vocab_size"]))) as builder:
@@ -118,9 +118,9 @@ def _write_split(args: argparse.Namespace, out: Path, meta: dict, examples: list
 
 
 def run(args: argparse.Namespace) -> Path:
-    from Code.instruction_data import load_examples
-    from Code.lm_datasets import load_meta
-    from Code.tokenization import load_tokenizer
+    from Code.data_pipeline.instruction_data import load_examples
+    from Code.data_pipeline.lm_datasets import load_meta
+    from Code.data_pipeline.tokenization import load_tokenizer
     from Code.utils import atomic_write_json
 
     src, out = Path(args.data_dir), Path(args.out_dir)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from Code.corpus_sources import read_text_documents
-from Code.indexed_dataset import IndexedDataset
-from Code.lm_datasets import LMBlocks
-from Code.split_conversion import convert_split
-from Code.tokenization import load_tokenizer
+from Code.data_pipeline.corpus_sources import read_text_documents
+from Code.data_pipeline.indexed_dataset import IndexedDataset
+from Code.data_pipeline.lm_datasets import LMBlocks
+from Code.data_pipeline.split_conversion import convert_split
+from Code.data_pipeline.tokenization import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus" / "wikitext-2"

@@ -49,7 +49,7 @@ def _scores(model, examples, tokenizer, args, device) -> tuple[list[str], list[f
 
 def _plan(args: argparse.Namespace, model_dir: Path, info: dict) -> tuple[str, dict, str | None]:
     """(data dir, its meta.json, the teacher to score or None), checked from files before any model loads."""
-    from Code.lm_datasets import check_vocab, load_meta
+    from Code.data_pipeline.lm_datasets import check_vocab, load_meta
 
     data_dir = args.data_dir or info.get("data_dir")
     if not data_dir:
@@ -79,8 +79,8 @@ def _write(result: dict, rows: list[dict], out_dir: Path, split: str) -> None:
 
 def evaluate_dolly(args: argparse.Namespace, model_dir: Path, info: dict, out_dir: Path) -> dict:
     """Score one checkpoint (and its teacher when known locally); returns and writes the metrics."""
-    from Code.instruction_data import load_examples
-    from Code.lm_datasets import check_vocab
+    from Code.data_pipeline.instruction_data import load_examples
+    from Code.data_pipeline.lm_datasets import check_vocab
     from Code.modeling.loading import load_student, load_teacher
 
     data_dir, meta, teacher_path = _plan(args, model_dir, info)

@@ -49,7 +49,7 @@ def plan_lm(args: argparse.Namespace, ckpt: str | Path, model_dir: Path, info: d
         raise EvalError(f"--task {args.task} is not available yet; use --task lm")
     s_vocab = model_vocab(model_dir)
     if data_dir and not args.text_file:
-        from Code.lm_datasets import check_vocab, load_meta
+        from Code.data_pipeline.lm_datasets import check_vocab, load_meta
 
         check_vocab(load_meta(data_dir), s_vocab, "student")
     ood = tuple(read_texts(ood_files(args.ood_text), "--ood-text")) if getattr(args, "ood_text", None) else ()
@@ -229,7 +229,7 @@ def token_stream(args, data_dir: str | None, tokenizer, vocab_sizes: dict[str, i
     """The 1-D int64 token array to score (capped by --max-tokens) and a description of its source."""
     import numpy as np
 
-    from Code.lm_datasets import check_vocab, load_meta, open_split
+    from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
 
     if args.text_file:
         path = Path(args.text_file)

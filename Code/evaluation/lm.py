@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from Code.data_pipeline.lm_datasets import EvalWindows
 from Code.evaluation.common import eval_device, eval_dtype, load_tokenizer_near, set_threads
 from Code.evaluation.cost import model_cost
 from Code.evaluation.inputs import LmPlan, check_window, hidden_blocks, layer_map_for, ood_stream, token_stream
@@ -23,7 +24,6 @@ from Code.evaluation.metrics import METRIC_DEFINITIONS, layer_distances
 from Code.evaluation.passes import PROMPTS, collect_hidden, generate_samples, perplexity
 from Code.evaluation.plots import layer_plot, tsne_embed, tsne_plots
 from Code.evaluation.summary import run_name, summary_markdown
-from Code.lm_datasets import EvalWindows
 from Code.modeling.layer_map import validate_layer_map
 from Code.modeling.loading import load_student, load_teacher
 from Code.utils import atomic_write_json, atomic_write_text, seed_everything

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from Code.instruction_data import clip_prompt
+from Code.data_pipeline.instruction_data import clip_prompt
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,

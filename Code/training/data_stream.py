@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from Code.distributed_indexed import DistributedBlockSampler
+from Code.data_pipeline.distributed_indexed import DistributedBlockSampler
 
 
 def endless_batches(data: Dataset, sampler: DistributedBlockSampler, loader_kwargs: dict[str, Any], seed: int,

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from Code.config import RunConfig
-from Code.distributed_indexed import DistributedBlockSampler
-from Code.instruction_data import clip_prompt, load_examples
+from Code.data_pipeline.distributed_indexed import DistributedBlockSampler
+from Code.data_pipeline.instruction_data import clip_prompt, load_examples
 from Code.modeling.generation import prompt_budget
 from Code.modeling.student import DistillStudent
 from Code.objectives import logit as ll

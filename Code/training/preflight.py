@@ -26,10 +26,10 @@ from transformers import GPT2Config
 from Code.arguments import ConfigError, parse_config
 from Code.cli import first_line
 from Code.config import RunConfig
+from Code.data_pipeline.instruction_data import HOW as PROMPT_HOW
+from Code.data_pipeline.instruction_data import prompt_lengths
+from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
 from Code.hub import hub_reachable
-from Code.instruction_data import HOW as PROMPT_HOW
-from Code.instruction_data import prompt_lengths
-from Code.lm_datasets import check_vocab, load_meta, open_split
 from Code.modeling.generation import prompt_budget
 from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
 from Code.modeling.truncation import parse_student_layers, student_config_from_spec

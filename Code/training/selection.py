@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from Code.config import SelectionConfig
-from Code.instruction_data import load_examples
+from Code.data_pipeline.instruction_data import load_examples
 from Code.modeling.generation import generate_responses, rouge_l
 
 

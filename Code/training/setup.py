@@ -15,9 +15,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from Code.config import CriticConfig, ModelConfig
 from Code.critic import CriticTrainer
-from Code.distributed_indexed import DistributedBlockSampler
-from Code.instruction_data import labels_from, task_blocks
-from Code.lm_datasets import LMBlocks, check_vocab, load_meta
+from Code.data_pipeline.distributed_indexed import DistributedBlockSampler
+from Code.data_pipeline.instruction_data import labels_from, task_blocks
+from Code.data_pipeline.lm_datasets import LMBlocks, check_vocab, load_meta
 from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
 from Code.modeling.loading import load_student, load_teacher
 from Code.modeling.truncation import build_student_from_config, parse_student_layers, truncate_teacher

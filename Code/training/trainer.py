@@ -22,8 +22,8 @@ import torch
 from tqdm import tqdm
 
 from Code.config import RunConfig
+from Code.data_pipeline.tokenization import load_tokenizer
 from Code.objectives.registry import NonFiniteLossError
-from Code.tokenization import load_tokenizer
 from Code.training.checkpointing import resume_training, save_hf_folder, save_training_state
 from Code.training.engines import Engine, init_distributed, make_engine
 from Code.training.metrics_log import MetricsLog, mean_over_ranks
