@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from Code import hub, tokenization
+from Code import hub
+from Code.data_pipeline import tokenization
 from Code.data_pipeline.doc_encoding import encode_documents
 from Code.data_pipeline.tokenization import (
     HubUnreachableError,
