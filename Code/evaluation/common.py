@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from Code import REPO
+from Code.run_folder import BEST, FINAL, check_model_folder, read_distill_info
 
 
 class EvalError(ValueError):
@@ -23,22 +24,24 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A model folder: the path itself if it holds config.json, else its best/, else its final/."""
+    """A model folder: the path itself if it holds config.json, else its best/, else its final/; a run's
+    folder is verified against its digests (Code.run_folder) before anything loads it."""
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(f"checkpoint {path} not found; pass a save_pretrained folder or a run dir")
     if (path / "config.json").is_file():
+        check_model_folder(path)
         return path
-    for sub in ("best", "final"):
+    for sub in (BEST, FINAL):
         if (path / sub / "config.json").is_file():
+            check_model_folder(path / sub)
             return path / sub
     raise CheckpointNotFoundError(f"{path} holds no model (no config.json, best/ or final/); has the run saved yet?")
 
 
 def read_info(model_dir: Path) -> dict:
     """The run's distill_info.json (teacher, data_dir, student_layers, layer_map), or {} when there is none."""
-    path = Path(model_dir) / "distill_info.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_distill_info(model_dir)
 
 
 def model_vocab(model_dir: Path) -> int:

@@ -26,7 +26,8 @@ from Code.evaluation.plots import layer_plot, tsne_embed, tsne_plots
 from Code.evaluation.summary import run_name, summary_markdown
 from Code.modeling.layer_map import validate_layer_map
 from Code.modeling.loading import load_student, load_teacher
-from Code.utils import atomic_write_json, atomic_write_text, seed_everything
+from Code.run_folder import write_eval
+from Code.utils import atomic_write_text, seed_everything
 
 
 @dataclass
@@ -174,7 +175,7 @@ def evaluate_lm(args: argparse.Namespace, plan: LmPlan, out_dir: Path) -> dict:
     result["cost"] = cost_pass(args, plan, models, tokens, window)
     result["generations"], notes = generation_pass(args, models)
     result["notes"] += notes
-    atomic_write_json(out_dir / "metrics.json", result)
+    write_eval(out_dir, result)
     atomic_write_text(out_dir / "summary.md", summary_markdown(result, images))
     ood_note = (f"; out-of-domain: student {result['student']['ood_ppl']:.3f}, teacher "
                 f"{result['teacher']['ood_ppl']:.3f}" if ood is not None else "")

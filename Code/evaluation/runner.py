@@ -1,52 +1,80 @@
 """`evaluate_.py`'s two jobs: evaluate one checkpoint (`--task lm` or `dolly`) and compare several runs.
 
-Light at import: the checks that need only files run before torch, the models or matplotlib load.
+Light at import: the checks that need only files (the checkpoint, the teacher, the data, earlier results in
+the output folder) run before torch, the models or matplotlib load.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from Code.evaluation.common import EvalError, read_info, resolve_checkpoint
+from Code.evaluation.config import EvalConfig
 from Code.evaluation.inputs import plan_lm
+from Code.evaluation.outputs import Written, refuse_overwrite
 
 
-def evaluate(args: argparse.Namespace, ckpt: str | Path, out_dir: Path | None = None) -> dict:
-    """Evaluate one checkpoint against its teacher; writes metrics.json, PNGs and summary.md; returns metrics."""
+def default_out_dir(cfg: EvalConfig, ckpt: str | Path) -> Path:
+    """Where one checkpoint's results go: --out-dir, else <ckpt>/eval."""
+    return Path(cfg.out_dir) if cfg.out_dir else Path(ckpt) / "eval"
+
+
+def evaluate(cfg: EvalConfig, ckpt: str | Path, out_dir: Path | None = None, written: Written | None = None) -> dict:
+    """Evaluate one checkpoint against its teacher; writes metrics.json, PNGs and summary.md (`--task lm`) or
+    dolly_metrics.json and dolly_generations.jsonl (`--task dolly`); returns the metrics. Earlier results in
+    the output folder are an EvalError unless `cfg.overwrite`."""
+    written = written if written is not None else Written()
     model_dir = resolve_checkpoint(ckpt)
-    out_dir = Path(out_dir or args.out_dir or Path(ckpt) / "eval")
+    out_dir = Path(out_dir) if out_dir else default_out_dir(cfg, ckpt)
     info = read_info(model_dir)
-    if args.task == "dolly":  # instruction following: ROUGE-L of generated responses
-        if getattr(args, "ood_text", None):
+    if cfg.task == "dolly":  # instruction following: ROUGE-L of generated responses
+        if cfg.source.ood_text:
             raise EvalError("--ood-text scores language-model perplexity: use it with --task lm")
-        from Code.evaluation.dolly import evaluate_dolly
+        from Code.evaluation.dolly import evaluate_dolly, plan_dolly
 
-        return evaluate_dolly(args, model_dir, info, out_dir)
-    plan = plan_lm(args, ckpt, model_dir, info)
+        plan = plan_dolly(cfg, model_dir, info)
+        refuse_overwrite(out_dir, "dolly", cfg.overwrite)
+        return evaluate_dolly(cfg, plan, out_dir, written)
+    plan = plan_lm(cfg.source, ckpt, model_dir, info)
+    refuse_overwrite(out_dir, "lm", cfg.overwrite)
     from Code.evaluation.lm import evaluate_lm  # torch and the models: only once the files check out
 
-    return evaluate_lm(args, plan, out_dir)
+    return evaluate_lm(cfg, plan, out_dir, written)
 
 
-def compare(args: argparse.Namespace) -> Path:
+def compare_runs(cfg: EvalConfig) -> list[str]:
+    """The runs of --compare (after --ckpt when both are given)."""
+    return ([cfg.ckpt] if cfg.ckpt else []) + list(cfg.compare)
+
+
+def compare_out_dir(cfg: EvalConfig) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir else Path(compare_runs(cfg)[0]).resolve().parent / "compare"
+
+
+def load_or_evaluate(cfg: EvalConfig, job: str, metrics_name: str, written: Written) -> list[tuple[Path, dict]]:
+    """Each run's eval/<metrics_name>, evaluating (into its eval/) the runs that lack it. Every output folder is
+    checked for earlier results before the first evaluation starts, so a refusal costs no model time."""
+    runs = [Path(r) for r in compare_runs(cfg)]
+    todo = [r for r in runs if not (r / "eval" / metrics_name).is_file()]
+    for run in todo:
+        resolve_checkpoint(run)
+        refuse_overwrite(run / "eval", cfg.task, cfg.overwrite)
+    refuse_overwrite(compare_out_dir(cfg), job, cfg.overwrite)
+    return [(run, json.loads((run / "eval" / metrics_name).read_text()) if run not in todo
+             else evaluate(cfg, run, run / "eval", written)) for run in runs]
+
+
+def compare(cfg: EvalConfig, written: Written | None = None) -> Path:
     """Evaluate runs lacking eval/metrics.json, then one markdown table, one JSON and one plot."""
     from Code.evaluation.plots import compare_plot
     from Code.evaluation.summary import compare_markdown, run_name
-    from Code.utils import atomic_write_json, atomic_write_text
 
-    runs = ([args.ckpt] if args.ckpt else []) + list(args.compare)
-    loaded = []
-    for run in runs:
-        metrics_path = Path(run) / "eval" / "metrics.json"
-        if metrics_path.is_file():
-            metrics = json.loads(metrics_path.read_text())
-        else:
-            metrics = evaluate(args, run, Path(run) / "eval")
-        loaded.append((run_name(Path(run)), metrics))
-    out_dir = Path(args.out_dir) if args.out_dir else Path(runs[0]).resolve().parent / "compare"
-    image = compare_plot(loaded, out_dir / "compare.png").name
-    atomic_write_text(out_dir / "compare.md", compare_markdown(loaded, image))
-    atomic_write_json(out_dir / "compare.json", {name: m for name, m in loaded})
+    written = written if written is not None else Written()
+    loaded = [(run_name(run), metrics) for run, metrics in load_or_evaluate(cfg, "compare", "metrics.json", written)]
+    out_dir = compare_out_dir(cfg)
+    image = compare_plot(loaded, out_dir / "compare.png")
+    written.add(image)
+    written.text(out_dir / "compare.md", compare_markdown(loaded, image.name))
+    written.json(out_dir / "compare.json", {name: m for name, m in loaded})
     return out_dir

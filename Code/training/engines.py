@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from Code.config import OptimConfig
+from Code.run_folder import load_tensors
 from Code.utils import atomic_torch_save
 
 
@@ -114,8 +115,28 @@ def make_engine(args: OptimConfig, model: nn.Module, total_steps: int, device: t
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=deepspeed_config(args, world, device),
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+        safe_deepspeed_loads(engine)
         return engine
     return DDPEngine(model, args, schedule, device)
+
+
+def safe_deepspeed_loads(engine: Any) -> None:
+    """Make DeepSpeed read its checkpoint files with `weights_only=True`.
+
+    DeepSpeed 0.19's TorchCheckpointEngine.load calls `torch.load(..., weights_only=False)` with no option
+    to change it; every file it reads (model states, ZeRO optimizer partitions) goes through
+    `engine.checkpoint_engine.load`, so that one method is replaced. Its ZeRO files pickle three plain
+    DeepSpeed classes (the loss scaler, the ZeRO stage enum, a fragment address), allowed by name: the
+    unpickler rebuilds them from their fields and calls no other code.
+    """
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    allowed = (LossScaler, ZeroStageEnum, fragment_address)
+    checkpoint_engine = getattr(engine, "checkpoint_engine", None)
+    if checkpoint_engine is not None:
+        checkpoint_engine.load = lambda path, map_location=None: load_tensors(path, map_location, allowed)
 
 
 class DDPEngine:
@@ -186,7 +207,7 @@ class DDPEngine:
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: this checkpoint was not written by LAUNCHER=torchrun; "
                                     "resume it with the launcher that wrote it")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_tensors(path, map_location=self.device)  # tensors and plain values only: runs no code
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

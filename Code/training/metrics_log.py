@@ -1,18 +1,22 @@
-"""Where the numbers of a run go: one JSON object per line in metrics.jsonl, and TensorBoard."""
+"""Where the numbers of a run go: metrics.jsonl (its name and line format: Code.run_folder), and TensorBoard."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from Code.run_folder import METRICS, TENSORBOARD, metrics_line, read_metrics
+
+__all__ = ["MetricsLog", "mean_over_ranks", "read_metrics"]
+
 
 class MetricsLog:
-    """Append-only; only the main rank should own one. A resumed run appends after the old lines."""
+    """Append-only; only the main rank should own one. A resumed run appends after the old lines, which
+    the resume cut back to the checkpoint's step (Code.run_folder.cut_metrics)."""
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a")
         self._tb = None
@@ -20,13 +24,12 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+                self._tb = SummaryWriter(str(Path(run_dir) / TENSORBOARD))
             except ImportError:  # tensorboard is optional; the JSON lines hold everything
                 self._tb = None
 
     def write(self, record: dict[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        self._handle.write(json.dumps(clean, sort_keys=True) + "\n")
+        self._handle.write(metrics_line(record))
         self._handle.flush()
         if self._tb is not None:
             step = int(record.get("step", 0))
@@ -38,24 +41,6 @@ class MetricsLog:
         self._handle.close()
         if self._tb is not None:
             self._tb.close()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The run's records, the last one written for each (kind, step) winning (a resumed run rewrites a
-    few steps it had logged before it was killed)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    by_key: dict[tuple[str, int], dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-        by_key[(rec.get("kind", "train"), int(rec.get("step", 0)))] = rec
-    return [by_key[k] for k in sorted(by_key, key=lambda k: (k[1], k[0]))]
 
 
 def mean_over_ranks(values: dict[str, Any], count: int) -> dict[str, float]:

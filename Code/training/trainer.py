@@ -96,9 +96,10 @@ class Trainer:
                                    self.device, rank(), world_size())
         self.engine = make_engine(cfg.optim, self.step.module, self.total_steps, self.device, cfg.model.compile)
         self.step.bind(self.engine, self.total_steps * accum)
-        self.done, self.best = 0, math.inf
+        self.done, self.best, self.time_before = 0, math.inf, 0.0  # time_before: earlier stretches of the run
         if cfg.resume:
-            self.done, self.best = resume_training(self.engine, self.ckpt_root, self.total_steps, self.step)
+            self.done, self.best, self.time_before = resume_training(self.engine, self.ckpt_root, self.total_steps,
+                                                                     self.step)
         self.info = {"teacher": None if cfg.model.no_teacher else cfg.model.teacher,
                      "student_layers": self.models.student_layers,
                      "data_dir": str(Path(cfg.data.data_dir).resolve()), "seq_len": cfg.data.seq_len,
@@ -122,6 +123,7 @@ class Trainer:
         self.probes: dict[str, torch.Tensor] = {}  # the step's occasional measurements (grad_share/...), summed
         self.n_probes = 0
         self.count, self.tokens, self.t_last, start = 0, 0, time.perf_counter(), time.perf_counter()
+        self.t_start = start
         self.engine.train()  # a student loaded from a checkpoint arrives in eval mode: dropout on from step 1
         for step in range(self.done + 1, self.total_steps + 1):
             for micro in range(accum):
@@ -183,7 +185,8 @@ class Trainer:
 
     def save(self, step: int) -> None:
         state = {"torch_rng": torch.get_rng_state(), **self.step.state_dict()}
-        save_training_state(self.engine, self.ckpt_root, step, {"step": step, "best_val": self.best}, state,
+        save_training_state(self.engine, self.ckpt_root, step, {"step": step, "best_val": self.best,
+                            "train_time_s": self.time_before + time.perf_counter() - self.t_start}, state,
                             keep=self.cfg.log.keep_checkpoints)
         self.t_last = time.perf_counter()
 
@@ -191,7 +194,7 @@ class Trainer:
         if is_main():
             save_hf_folder(self.engine.module.student, self.tokenizer, self.out / "final",
                            {**self.info, "step": self.total_steps})
-            self.log.write({"kind": "done", "step": self.total_steps, "train_time_s": train_time_s,
+            self.log.write({"kind": "done", "step": self.total_steps, "train_time_s": self.time_before + train_time_s,
                             **self.selection.summary(self.best), "world_size": world_size(),
                             "device": self.device.type})
             self.log.close()

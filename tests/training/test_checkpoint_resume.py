@@ -1,0 +1,118 @@
+"""Resume end to end under both engines: a damaged, partial or missing newest checkpoint is named and
+skipped for the newest whole one; none whole is one error line; a pickled object in a checkpoint is
+refused; metrics.jsonl holds each step once and train_time_s sums every stretch of the run."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from Code.run_folder import read_metrics
+from tests.support.tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env, run_ok
+
+pytestmark = pytest.mark.integration  # several training processes: `pytest -m integration`
+
+FLAGS = ["--seq-len", "32", "--micro-batch-size", "2", "--log-interval", "1", "--eval-interval", "5",
+         "--eval-iters", "1", "--save-interval", "5", "--keep-checkpoints", "3", "--warmup-steps", "1",
+         "--lr", "1e-3", "--student-layers", "0,2", "--no-progress", "--no-tensorboard", "--num-workers", "0",
+         "--loss", "mse+lm"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, corpus_dir):
+    root = tmp_path_factory.mktemp("ckpt")
+    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+
+
+def _cmd(tiny, out: Path, *extra: str) -> list[str]:
+    data, teacher, _ = tiny
+    return [sys.executable, str(CODE / "train_related.py"), "--teacher", str(teacher), "--data-dir", str(data),
+            "--out-dir", str(out), *FLAGS, *extra]
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _client_time(ckpt: Path) -> float:
+    states = [p for p in ckpt.glob("*.pt") if p.name in ("mp_rank_00_model_states.pt", "ddp_state.pt")]
+    state = torch.load(states[0], weights_only=False)  # test only: reading what the run itself wrote
+    return float(state.get("client_state", state).get("train_time_s"))
+
+
+def _fails(cmd: list[str]) -> str:
+    import subprocess
+
+    proc = subprocess.run(cmd, env=quiet_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "resumed from" not in proc.stdout and "starting from step 0" not in proc.stdout
+    return errors[0]
+
+
+@pytest.mark.parametrize("engine", ["deepspeed", "torchrun"])
+def test_damaged_newest_checkpoint_is_skipped_and_records_stay_true(tiny, engine):
+    out = tiny[2] / f"run_{engine}"
+    extra = ["--launcher", engine, "--precision", "fp32"]
+    run_ok(_cmd(tiny, out, "--max-steps", "10", *extra), quiet_env())
+    ckpts = out / "checkpoints"
+    assert (ckpts / "step10" / "manifest.json").is_file() and (out / "final" / "manifest.json").is_file()
+    big = max((ckpts / "step10").glob("*.pt"), key=lambda p: p.stat().st_size)
+    _flip(big)
+    before = _client_time(ckpts / "step5")
+
+    start = time.perf_counter()
+    proc = run_ok(_cmd(tiny, out, "--max-steps", "15", "--resume", *extra), quiet_env())
+    wall = time.perf_counter() - start
+    assert f"skipping checkpoint {ckpts / 'step10'}: {big.name} does not match its sha256" in proc.stdout
+    assert "resumed from step 5 of 15" in proc.stdout
+    records = read_metrics(out)  # last record per (kind, step) ...
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(records)  # ... and no step logged twice in the file itself
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 16))
+    done = [r for r in records if r["kind"] == "done"]
+    assert len(done) == 1 and before < done[0]["train_time_s"] < before + wall
+
+
+def test_partial_newest_and_garbled_latest_resume_from_the_whole_one(tiny):
+    out = tiny[2] / "partial"
+    run_ok(_cmd(tiny, out, "--max-steps", "10", "--launcher", "torchrun", "--precision", "fp32"), quiet_env())
+    ckpts = out / "checkpoints"
+    (ckpts / "step10" / "manifest.json").unlink()  # as if killed between the files and the manifest
+    (ckpts / "latest").write_text("step1\x00\x00")
+    proc = run_ok(_cmd(tiny, out, "--max-steps", "12", "--resume", "--launcher", "torchrun", "--precision",
+                       "fp32"), quiet_env())
+    assert "names no checkpoint folder" in proc.stdout
+    assert f"skipping checkpoint {ckpts / 'step10'}: no readable manifest.json" in proc.stdout
+    assert "resumed from step 5 of 12" in proc.stdout
+
+
+def test_no_whole_checkpoint_and_a_pickled_object_are_one_line_each(tiny):
+    out = tiny[2] / "broken"
+    extra = ["--launcher", "torchrun", "--precision", "fp32"]
+    run_ok(_cmd(tiny, out, "--max-steps", "5", *extra), quiet_env())
+    rank_file = out / "checkpoints" / "step5" / "rank0_state.pt"
+    keep = tiny[2] / "rank0_state.pt"
+    shutil.copy(rank_file, keep)
+
+    _flip(rank_file)
+    line = _fails(_cmd(tiny, out, "--max-steps", "8", "--resume", *extra))
+    assert "no whole checkpoint" in line and "step5" in line and "--overwrite" in line
+
+    # A run folder from someone else: whole by its own manifest, but a state that would run code when loaded.
+    state = torch.load(keep, weights_only=True)
+    state["note"] = Path("/tmp")  # any object outside torch's allow-list
+    torch.save(state, rank_file)
+    from Code.run_folder import write_manifest
+
+    write_manifest(rank_file.parent)
+    line = _fails(_cmd(tiny, out, "--max-steps", "8", "--resume", *extra))
+    assert "rank0_state.pt holds pathlib" in line and "refused" in line
