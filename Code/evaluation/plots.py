@@ -1,5 +1,5 @@
 """Figures for evaluation: t-SNE of teacher vs student hidden states per matched layer, distance curves,
-and the multi-run comparison plot. Files are written atomically (`save_figure`, through Code.utils.atomic_write)."""
+and the multi-run comparison plot. Files are written atomically (`Code.plotting.save_figure`)."""
 
 from __future__ import annotations
 
@@ -12,24 +12,9 @@ matplotlib.use("Agg")  # headless: evaluation runs on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
-from Code.utils import atomic_write
+from Code.plotting import save_figure  # the one atomic figure writer, shared with the report
 
 TEACHER_COLOUR, STUDENT_COLOUR = "tab:blue", "tab:orange"
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write `fig` to `path` atomically (Code.utils.atomic_write) in the format of its suffix, then close it.
-
-    The format comes from `path`'s suffix and is passed explicitly, so it never depends on the name of
-    the temporary file savefig actually writes.
-    """
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-    return path
 
 
 def tsne_embed(teacher: np.ndarray, student: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
