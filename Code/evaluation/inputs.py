@@ -11,7 +11,6 @@ Gutenberg's licence header and footer cut off) then `text_tokens` (the run's tok
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from Code.evaluation.common import EvalError, existing_path, model_vocab
+from Code.evaluation.config import MeasureConfig, SourceConfig
 
 if TYPE_CHECKING:  # numpy loads with the models, not at import
     import numpy as np
@@ -37,38 +37,37 @@ class LmPlan:
     ood: tuple[TextSource, ...] = ()  # --ood-text, read and checked (empty: no out-of-domain pass)
 
 
-def plan_lm(args: argparse.Namespace, ckpt: str | Path, model_dir: Path, info: dict) -> LmPlan:
+def plan_lm(source: SourceConfig, ckpt: str | Path, model_dir: Path, info: dict) -> LmPlan:
     """Teacher, data folder and student vocabulary; a missing teacher or a vocabulary mismatch is an error here."""
-    teacher_path = args.teacher or info.get("teacher")
+    teacher_path = source.teacher or info.get("teacher")
     if not teacher_path:
         raise EvalError(f"no teacher known for {model_dir} (no distill_info.json): pass --teacher PATH")
     teacher_path = existing_path(str(teacher_path))
-    data_dir = args.data_dir or (None if args.text_file else info.get("data_dir"))
+    data_dir = source.data_dir or (None if source.text_file else info.get("data_dir"))
     data_dir = existing_path(data_dir) if data_dir else None
-    if args.task != "lm":
-        raise EvalError(f"--task {args.task} is not available yet; use --task lm")
     s_vocab = model_vocab(model_dir)
-    if data_dir and not args.text_file:
+    if data_dir and not source.text_file:
         from Code.data_pipeline.lm_datasets import check_vocab, load_meta
 
         check_vocab(load_meta(data_dir), s_vocab, "student")
-    ood = tuple(read_texts(ood_files(args.ood_text), "--ood-text")) if getattr(args, "ood_text", None) else ()
+    ood = tuple(read_texts(ood_files(list(source.ood_text)), "--ood-text")) if source.ood_text else ()
     return LmPlan(Path(ckpt), model_dir, info, teacher_path, data_dir, s_vocab, ood)
 
 
-def layer_map_for(args, info: dict, s_layers: int, t_layers: int) -> tuple[list[tuple[int, int]], str]:
+def layer_map_for(measure: MeasureConfig, info: dict, s_layers: int,
+                  t_layers: int) -> tuple[list[tuple[int, int]], str]:
     """(student, teacher) hidden-state pairs and where they came from: the run's map, --layer-map, or derived."""
     from Code.modeling.layer_map import parse_layer_map, resolve_layer_map
     from Code.modeling.truncation import parse_student_layers
 
-    if not args.layer_map and info.get("layer_map"):  # what the run trained with
+    if not measure.layer_map and info.get("layer_map"):  # what the run trained with
         raw = info["layer_map"]
         pairs = parse_layer_map(raw, s_layers) if isinstance(raw, str) else [(int(s), int(t)) for s, t in raw]
         return pairs, "run"
-    layers = args.student_layers or info.get("student_layers")
+    layers = measure.student_layers or info.get("student_layers")
     if isinstance(layers, str):
         layers = parse_student_layers(layers, t_layers)
-    return resolve_layer_map(args.layer_map, [int(i) for i in layers] if layers else None, s_layers, t_layers)
+    return resolve_layer_map(measure.layer_map, [int(i) for i in layers] if layers else None, s_layers, t_layers)
 
 
 # ------------------------------------------------------------------------------------------ raw text
@@ -225,50 +224,50 @@ def text_tokens(texts: list[TextSource], tokenizer, vocab_sizes: dict[str, int],
     return np.asarray(stream[:max_tokens] if max_tokens else stream, dtype=np.int64), [len(p) for p in parts]
 
 
-def token_stream(args, data_dir: str | None, tokenizer, vocab_sizes: dict[str, int]):
+def token_stream(source: SourceConfig, data_dir: str | None, tokenizer, vocab_sizes: dict[str, int]):
     """The 1-D int64 token array to score (capped by --max-tokens) and a description of its source."""
     import numpy as np
 
     from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
 
-    if args.text_file:
-        path = Path(args.text_file)
-        tokens, _ = text_tokens(read_texts([path], "--text-file"), tokenizer, vocab_sizes, args.max_tokens,
+    if source.text_file:
+        path = Path(source.text_file)
+        tokens, _ = text_tokens(read_texts([path], "--text-file"), tokenizer, vocab_sizes, source.max_tokens,
                                 "--text-file")
-        source = f"text file {path}"
+        described = f"text file {path}"
     else:
         if not data_dir:
             raise EvalError("no data: pass --data-dir Code/data/<name> (or --text-file FILE)")
         meta = load_meta(data_dir)
         for what, size in vocab_sizes.items():
             check_vocab(meta, size, what)
-        tokens = open_split(data_dir, args.split).tokens
-        source = f"{data_dir} split {args.split}"
-    if args.max_tokens:
-        tokens = tokens[: args.max_tokens]
+        tokens = open_split(data_dir, source.split).tokens
+        described = f"{data_dir} split {source.split}"
+    if source.max_tokens:
+        tokens = tokens[: source.max_tokens]
     if len(tokens) < 2:
-        raise EvalError(f"{source} has fewer than 2 tokens to score")
-    return np.asarray(tokens, dtype=np.int64), source
+        raise EvalError(f"{described} has fewer than 2 tokens to score")
+    return np.asarray(tokens, dtype=np.int64), described
 
 
-def ood_stream(args, texts: tuple[TextSource, ...], tokenizer, vocab_sizes: dict[str, int]):
-    """The --ood-text token stream (same cap as the in-domain one) and its record for metrics.json."""
-    tokens, shares = text_tokens(list(texts), tokenizer, vocab_sizes, args.max_tokens, "--ood-text")
+def ood_stream(max_tokens: int | None, texts: tuple[TextSource, ...], tokenizer, vocab_sizes: dict[str, int]):
+    """The --ood-text token stream (the in-domain cap, `max_tokens`) and its record for metrics.json."""
+    tokens, shares = text_tokens(list(texts), tokenizer, vocab_sizes, max_tokens, "--ood-text")
     if len(tokens) < 2:
         raise EvalError(f"--ood-text {', '.join(str(t.path) for t in texts)} has fewer than 2 tokens to score")
     record = {"files": [str(t.path.resolve()) for t in texts], "tokens_per_file": shares,
               "gutenberg_stripped": [t.path.name for t in texts if t.gutenberg_stripped],
-              "max_tokens": args.max_tokens}
+              "max_tokens": max_tokens}
     return tokens, record
 
 
-def check_window(args, context: int) -> int:
+def check_window(source: SourceConfig, context: int) -> int:
     """--window (default: the models' shared context) and --stride, validated: the window in tokens."""
-    window = args.window or context
+    window = source.window or context
     if not 2 <= window <= context:
         raise EvalError(f"--window {window} must be in 2..{context} (the models' context)")
-    if args.stride is not None and not 1 <= args.stride <= window:
-        raise EvalError(f"--stride {args.stride} must be in 1..{window} (the window)")
+    if source.stride is not None and not 1 <= source.stride <= window:
+        raise EvalError(f"--stride {source.stride} must be in 1..{window} (the window)")
     return window
 
 

@@ -9,7 +9,6 @@ the models at module level: `Code.evaluation.runner` imports this only after the
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,16 +17,18 @@ import torch
 
 from Code.data_pipeline.lm_datasets import EvalWindows
 from Code.evaluation.common import eval_device, eval_dtype, load_tokenizer_near, set_threads
+from Code.evaluation.config import EvalConfig, MeasureConfig, RuntimeConfig
 from Code.evaluation.cost import model_cost
 from Code.evaluation.inputs import LmPlan, check_window, hidden_blocks, layer_map_for, ood_stream, token_stream
 from Code.evaluation.metrics import METRIC_DEFINITIONS, layer_distances
+from Code.evaluation.outputs import Written
 from Code.evaluation.passes import PROMPTS, collect_hidden, generate_samples, perplexity
 from Code.evaluation.plots import layer_plot, tsne_embed, tsne_plots
 from Code.evaluation.summary import run_name, summary_markdown
 from Code.modeling.layer_map import validate_layer_map
 from Code.modeling.loading import load_student, load_teacher
 from Code.run_folder import write_eval
-from Code.utils import atomic_write_text, seed_everything
+from Code.utils import seed_everything
 
 
 @dataclass
@@ -43,11 +44,11 @@ class Models:
         return min(self.student.config.n_positions, self.teacher.config.n_positions)
 
 
-def load_models(args: argparse.Namespace, plan: LmPlan) -> Models:
+def load_models(runtime: RuntimeConfig, plan: LmPlan) -> Models:
     """Seeds, threads, device; student, teacher and the tokenizer saved nearest to them."""
-    seed_everything(args.seed)
-    set_threads(args.threads)
-    device = eval_device(args.device)
+    seed_everything(runtime.seed)
+    set_threads(runtime.threads)
+    device = eval_device(runtime.device)
     dtype = eval_dtype(device)
     student = load_student(plan.model_dir, device=device, dtype=dtype).eval().requires_grad_(False)
     teacher = load_teacher(plan.teacher_path, device=device, dtype=dtype)
@@ -61,13 +62,14 @@ def _items(tokens: np.ndarray, window: int, stride: int | None) -> list[dict]:
     return [windows[i] for i in range(len(windows))]
 
 
-def perplexity_pass(args: argparse.Namespace, models: Models, tokens: np.ndarray, window: int) -> dict:
+def perplexity_pass(cfg: EvalConfig, models: Models, tokens: np.ndarray, window: int) -> dict:
     """Teacher and student perplexity on the same windows (and on non-overlapping ones with a short stride)."""
-    kw = {"device": models.device, "batch_size": args.batch_size, "progress": not args.no_progress}
-    items = _items(tokens, window, args.stride)
+    stride = cfg.source.stride
+    kw = {"device": models.device, "batch_size": cfg.runtime.batch_size, "progress": cfg.runtime.progress}
+    items = _items(tokens, window, stride)
     out = {"teacher": perplexity(models.teacher, items, desc="teacher ppl", **kw),
            "student": perplexity(models.student, items, desc="student ppl", **kw)}
-    if args.stride is not None and args.stride < window - 1:  # window-1 is already non-overlapping
+    if stride is not None and stride < window - 1:  # window-1 is already non-overlapping
         flat = _items(tokens, window, None)
         for name in ("teacher", "student"):
             model = getattr(models, name)
@@ -75,60 +77,61 @@ def perplexity_pass(args: argparse.Namespace, models: Models, tokens: np.ndarray
     return out
 
 
-def ood_pass(args: argparse.Namespace, models: Models, tokens: np.ndarray, window: int) -> dict:
+def ood_pass(cfg: EvalConfig, models: Models, tokens: np.ndarray, window: int) -> dict:
     """Teacher and student perplexity on the out-of-domain tokens: the same windows, stride and batches as
     the in-domain pass, so the two numbers differ only in the text."""
-    kw = {"device": models.device, "batch_size": args.batch_size, "progress": not args.no_progress}
-    items = _items(tokens, window, args.stride)
+    kw = {"device": models.device, "batch_size": cfg.runtime.batch_size, "progress": cfg.runtime.progress}
+    items = _items(tokens, window, cfg.source.stride)
     return {name: perplexity(getattr(models, name), items, desc=f"{name} ood ppl", **kw)
             for name in ("teacher", "student")}
 
 
-def layer_pass(args: argparse.Namespace, plan: LmPlan, models: Models, tokens: np.ndarray, window: int,
-               out_dir: Path) -> tuple[dict, list[str], list[str]]:
+def layer_pass(cfg: EvalConfig, plan: LmPlan, models: Models, tokens: np.ndarray, window: int,
+               out_dir: Path) -> tuple[dict, list[Path], list[str]]:
     """Per matched layer: sliced WD, CKA, MSE, normalised MSE; the layer plot and the t-SNE figures.
 
-    Returns (metrics part, image names, notes).
+    Returns (metrics part, image paths, notes).
     """
+    measure, seed = cfg.measure, cfg.runtime.seed
     s_cfg, t_cfg = models.student.config, models.teacher.config
-    pairs, map_source = layer_map_for(args, plan.info, s_cfg.n_layer, t_cfg.n_layer)
+    pairs, map_source = layer_map_for(measure, plan.info, s_cfg.n_layer, t_cfg.n_layer)
     validate_layer_map(pairs, s_cfg.n_layer, t_cfg.n_layer, s_cfg.n_embd, t_cfg.n_embd)
     block_len = min(window, max(2, len(tokens) // 2), 256)
-    blocks = hidden_blocks(tokens, block_len, args.hidden_tokens, args.batch_size, args.seed)
-    progress = not args.no_progress
+    blocks = hidden_blocks(tokens, block_len, measure.hidden_tokens, cfg.runtime.batch_size, seed)
+    progress = cfg.runtime.progress
     s_hidden = collect_hidden(models.student, blocks, [s for s, _ in pairs], models.device, "student hidden",
                               progress)
     t_hidden = collect_hidden(models.teacher, blocks, [t for _, t in pairs], models.device, "teacher hidden",
                               progress)
     part = {"layer_map_source": map_source, "hidden_tokens": int(s_hidden[0].shape[0]),
             "layers": [{"student_layer": s, "teacher_layer": t,
-                        **layer_distances(sh, th, args.projections, args.seed)}
+                        **layer_distances(sh, th, measure.projections, seed)}
                        for (s, t), sh, th in zip(pairs, s_hidden, t_hidden, strict=True)]}
-    images = [layer_plot(part["layers"], out_dir / "layers.png", run_name(plan.ckpt)).name]
+    images = [layer_plot(part["layers"], out_dir / "layers.png", run_name(plan.ckpt))]
     notes = []
     if s_cfg.n_embd != t_cfg.n_embd:
         notes.append("student and teacher widths differ: sliced WD, MSE and t-SNE need equal widths "
                      "and are skipped; CKA compares the raw features")
-    elif args.tsne_points > 0:
-        images += tsne_pass(pairs, s_hidden, t_hidden, args.tsne_points, args.seed, out_dir)
+    elif measure.tsne_points > 0:
+        images += tsne_pass(pairs, s_hidden, t_hidden, measure.tsne_points, seed, out_dir)
     return part, images, notes
 
 
-def tsne_pass(pairs, s_hidden, t_hidden, points: int, seed: int, out_dir: Path) -> list[str]:
-    """One joint t-SNE per matched layer on the same seeded token positions; the PNG names."""
+def tsne_pass(pairs, s_hidden, t_hidden, points: int, seed: int, out_dir: Path) -> list[Path]:
+    """One joint t-SNE per matched layer on the same seeded token positions; the PNG paths."""
     n_tokens = int(s_hidden[0].shape[0])
     pick = np.sort(np.random.default_rng(seed).choice(n_tokens, min(points, n_tokens), replace=False))
     embeds = []
     for (s, t), sh, th in zip(pairs, s_hidden, t_hidden, strict=True):
         te, se = tsne_embed(th[pick].numpy(), sh[pick].numpy(), seed=seed)
         embeds.append((f"s{s}_t{t}", te, se))
-    return [p.name for p in tsne_plots(embeds, out_dir)]
+    return list(tsne_plots(embeds, out_dir))
 
 
-def cost_pass(args: argparse.Namespace, plan: LmPlan, models: Models, tokens: np.ndarray, window: int) -> dict:
+def cost_pass(measure: MeasureConfig, plan: LmPlan, models: Models, tokens: np.ndarray, window: int) -> dict:
     """Parameters, size on disk and forward timing: same batch and device for both models, after warm-up."""
-    cost_len = min(window, 256, len(tokens) // max(1, args.cost_batch)) or min(window, len(tokens))
-    batch = torch.from_numpy(tokens[: cost_len * args.cost_batch].copy()).view(-1, cost_len)
+    cost_len = min(window, 256, len(tokens) // max(1, measure.cost_batch)) or min(window, len(tokens))
+    batch = torch.from_numpy(tokens[: cost_len * measure.cost_batch].copy()).view(-1, cost_len)
     teacher_dir = plan.teacher_path if Path(plan.teacher_path).is_dir() else None
     cost = {"teacher": model_cost(models.teacher, teacher_dir, batch, models.device),
             "student": model_cost(models.student, plan.model_dir, batch, models.device)}
@@ -137,48 +140,53 @@ def cost_pass(args: argparse.Namespace, plan: LmPlan, models: Models, tokens: np
     return cost
 
 
-def generation_pass(args: argparse.Namespace, models: Models) -> tuple[dict, list[str]]:
+def generation_pass(gen_tokens: int, seed: int, models: Models) -> tuple[dict, list[str]]:
     """Greedy and sampled continuations of the fixed prompts by both models; (generations, notes)."""
-    gens = {"prompts": list(PROMPTS), "max_new_tokens": args.gen_tokens, "teacher": [], "student": []}
-    if args.gen_tokens <= 0:
+    gens = {"prompts": list(PROMPTS), "max_new_tokens": gen_tokens, "teacher": [], "student": []}
+    if gen_tokens <= 0:
         return gens, []
     if models.tokenizer is None:
         return gens, ["no tokenizer saved with the checkpoint or data: generations skipped"]
     for name in ("teacher", "student"):
-        gens[name] = generate_samples(getattr(models, name), models.tokenizer, PROMPTS, args.gen_tokens, args.seed,
+        gens[name] = generate_samples(getattr(models, name), models.tokenizer, PROMPTS, gen_tokens, seed,
                                       models.device)
     return gens, []
 
 
-def evaluate_lm(args: argparse.Namespace, plan: LmPlan, out_dir: Path) -> dict:
-    """Every pass in order; writes metrics.json and summary.md (PNGs are written by the passes)."""
-    models = load_models(args, plan)
+def evaluate_lm(cfg: EvalConfig, plan: LmPlan, out_dir: Path, written: Written) -> dict:
+    """Every pass in order; writes metrics.json and summary.md (PNGs are written by the passes), each file
+    recorded in `written`."""
+    src = cfg.source
+    models = load_models(cfg.runtime, plan)
     vocab_sizes = {"student": plan.student_vocab, "teacher": models.teacher.config.vocab_size}
-    tokens, source = token_stream(args, plan.data_dir, models.tokenizer, vocab_sizes)
-    ood_tokens, ood = ood_stream(args, plan.ood, models.tokenizer, vocab_sizes) if plan.ood else (None, None)
-    window = check_window(args, models.context)
-    result: dict = {"checkpoint": str(plan.model_dir), "teacher_path": str(plan.teacher_path), "seed": args.seed,
-                    "device": models.device.type, "dtype": str(models.dtype).replace("torch.", ""), "notes": [],
+    tokens, source = token_stream(src, plan.data_dir, models.tokenizer, vocab_sizes)
+    ood_tokens, ood = (ood_stream(src.max_tokens, plan.ood, models.tokenizer, vocab_sizes) if plan.ood
+                       else (None, None))
+    window = check_window(src, models.context)
+    result: dict = {"checkpoint": str(plan.model_dir), "teacher_path": str(plan.teacher_path),
+                    "seed": cfg.runtime.seed, "device": models.device.type,
+                    "dtype": str(models.dtype).replace("torch.", ""), "notes": [],
                     "definitions": dict(METRIC_DEFINITIONS)}
-    result.update(perplexity_pass(args, models, tokens, window))
+    result.update(perplexity_pass(cfg, models, tokens, window))
     result["data"] = {"source": source, "tokens_scored": result["student"]["tokens"], "window": window,
-                      "stride": args.stride, "max_tokens": args.max_tokens}
+                      "stride": src.stride, "max_tokens": src.max_tokens}
     if ood is not None:  # out-of-domain perplexity beside the in-domain one
-        scored = ood_pass(args, models, ood_tokens, window)
+        scored = ood_pass(cfg, models, ood_tokens, window)
         for name in ("teacher", "student"):
             result[name]["ood_ppl"] = scored[name]["ppl"]
             result[name]["ood_nll"] = scored[name]["nll"]
-        result["ood"] = {**ood, "tokens": scored["student"]["tokens"], "window": window, "stride": args.stride}
-    part, images, notes = layer_pass(args, plan, models, tokens, window, out_dir)
+        result["ood"] = {**ood, "tokens": scored["student"]["tokens"], "window": window, "stride": src.stride}
+    part, images, notes = layer_pass(cfg, plan, models, tokens, window, out_dir)
+    written.add(*images)
     result.update(part)
     result["notes"] += notes
-    result["cost"] = cost_pass(args, plan, models, tokens, window)
-    result["generations"], notes = generation_pass(args, models)
+    result["cost"] = cost_pass(cfg.measure, plan, models, tokens, window)
+    result["generations"], notes = generation_pass(cfg.measure.gen_tokens, cfg.runtime.seed, models)
     result["notes"] += notes
-    write_eval(out_dir, result)
-    atomic_write_text(out_dir / "summary.md", summary_markdown(result, images))
+    written.add(write_eval(out_dir, result))
+    written.text(out_dir / "summary.md", summary_markdown(result, [p.name for p in images]))
     ood_note = (f"; out-of-domain: student {result['student']['ood_ppl']:.3f}, teacher "
                 f"{result['teacher']['ood_ppl']:.3f}" if ood is not None else "")
-    print(f"wrote {out_dir}/metrics.json: student ppl {result['student']['ppl']:.3f}, "
+    print(f"{run_name(plan.ckpt)}: student ppl {result['student']['ppl']:.3f}, "
           f"teacher ppl {result['teacher']['ppl']:.3f}{ood_note}")
     return result
