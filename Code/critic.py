@@ -22,12 +22,17 @@ repeat it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from Code.cli import first_line
+from Code.config import CriticConfig
+from Code.knobs import ConfigError
 from Code.objectives.hidden import sample_positions, stack_layers
 from Code.objectives.masking import flat_mask, masked_mean
 
@@ -135,30 +140,29 @@ class CriticTrainer:
     """Owns the critics, their optimizer, LR schedule, sampling generator, input statistics, warm-up and
     gradient penalty."""
 
-    def __init__(self, num_layers: int, dim: int, hidden: int = 256, optimizer: str = "adam",
-                 lr: float = 1e-4, betas: tuple[float, float] = (0.0, 0.9), gp_lambda: float = 10.0,
-                 n_critic: int = 5, max_samples: int = 4096, seed: int = 0,
-                 device: str | torch.device = "cpu", depth: int = 2, schedule: str = "constant",
-                 total_steps: int | None = None, min_lr_ratio: float = 0.1, standardize: bool = True,
-                 warmup_steps: int = 0) -> None:
-        if num_layers < 1 or dim < 1 or hidden < 1 or depth < 1:
-            raise CriticConfigError(f"critic sizes must be positive (layers={num_layers}, dim={dim}, "
-                                    f"hidden={hidden}, depth={depth})")
-        if n_critic < 1 or max_samples < 1:
-            raise CriticConfigError(f"n_critic ({n_critic}) and max_samples ({max_samples}) must be >= 1")
-        if warmup_steps < 0:
-            raise CriticConfigError(f"critic warm-up steps must be >= 0, got {warmup_steps}")
-        if not 0 <= min_lr_ratio <= 1:
-            raise CriticConfigError(f"critic min LR ratio must be in [0, 1], got {min_lr_ratio}")
-        if optimizer not in ("adam", "rmsprop"):
-            raise CriticConfigError(f"unknown critic optimizer '{optimizer}': use adam or rmsprop")
-        if schedule not in ("constant", "cosine"):
-            raise CriticConfigError(f"unknown critic schedule '{schedule}': use constant or cosine")
-        if schedule == "cosine" and not total_steps:
+    def __init__(self, num_layers: int, dim: int, config: CriticConfig | None = None, *, seed: int = 0,
+                 device: str | torch.device = "cpu", total_steps: int | None = None, depth: int = 2,
+                 **fields: Any) -> None:
+        """Critics for `num_layers` matched layers of width `dim`, set up by `config` (the run's
+        `cfg.critic`; default: every critic knob's default), with `fields` (CriticConfig field names, e.g.
+        `hidden=16, n_critic=2`) replacing some of its values. The config's own checks (its knobs', in
+        Code/knobs/training.py) run once, when it is built; `total_steps` is the student's, for a cosine
+        schedule."""
+        try:
+            cfg = dataclasses.replace(config or CriticConfig(), **fields)
+        except (ConfigError, TypeError) as exc:
+            raise CriticConfigError(first_line(exc)) from None
+        if num_layers < 1 or dim < 1 or depth < 1:
+            raise CriticConfigError(f"critic sizes must be positive (layers={num_layers}, dim={dim}, depth={depth})")
+        if cfg.schedule == "cosine" and not total_steps:
             raise CriticConfigError("a cosine critic schedule needs total_steps (the student's step count)")
+        self.settings = cfg
+        hidden, optimizer, lr, betas = cfg.hidden, cfg.optimizer, cfg.lr, cfg.betas
+        n_critic, max_samples, warmup_steps, standardize = (cfg.n_critic, cfg.max_samples, cfg.warmup_steps,
+                                                            cfg.standardize)
         self.device = torch.device(device)
         self.config = dict(num_layers=num_layers, dim=dim, hidden=hidden, depth=depth)
-        self.gp_lambda = gp_lambda
+        self.gp_lambda = cfg.gp_lambda
         self.n_critic = n_critic
         self.max_samples = max_samples
         self.critic = BatchedCritic(num_layers, dim, hidden, depth, seed=seed).to(self.device)
@@ -172,8 +176,8 @@ class CriticTrainer:
         else:
             self.optimizer = torch.optim.RMSprop(params, lr=lr)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
-        if schedule == "cosine":
-            total, floor = int(total_steps), float(min_lr_ratio)  # type: ignore[arg-type]
+        if cfg.schedule == "cosine":
+            total, floor = int(total_steps), float(cfg.min_lr_ratio)  # type: ignore[arg-type]
             # Cosine from lr down to floor * lr (not to 0: a critic whose LR reaches 0 stops tracking the
             # student it is supposed to measure). floor 0 is the seed study's schedule, bit for bit.
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from Code.knobs.training import LAUNCHER_VARS  # every variable the launchers read, declared once
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "gpu_check_out"
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "wikitext-2"
@@ -51,14 +53,6 @@ SKIPPABLE = ("wd", "mse", "resume", "kd_step", "eval", "logit_memory")
 SHARES = {"teacher": 0.04, "data": 0.08, "wd": 0.22, "wd-resume": 0.09, "mse": 0.10, "mse-resume": 0.08,
           "load": 0.04, "kd_step": 0.23, "eval": 0.07, "logit_memory": 0.05}
 LAUNCHERS = {"wd": "Code/wd_stu_base.sh", "mse": "Code/mse_stu_base.sh"}
-# Launcher variables (README "Training" table) a caller's shell must not slip into the check's runs.
-LAUNCHER_VARS = ("TEACHER", "STUDENT", "STUDENT_CONFIG", "STUDENT_LAYERS", "LAYER_MAP", "DATA_DIR", "OUT_DIR",
-                 "RUN_NAME", "LOSS", "WEIGHTS", "PRESET", "SEQ_LEN", "MICRO_BATCH", "GRAD_ACCUM", "LR",
-                 "WARMUP_STEPS", "MAX_STEPS", "EPOCHS", "ZERO_STAGE", "PRECISION", "SEED", "N_CRITIC",
-                 "EVAL_INTERVAL", "SAVE_INTERVAL", "LOG_INTERVAL", "RESUME", "OVERWRITE", "CONFIG", "CRITIC_LR",
-                 "CRITIC_OPTIMIZER", "TEMPERATURE", "KD_TOPK", "SELECT_BY", "COMPILE", "NO_TEACHER", "TASK",
-                 "NUM_GPUS", "HOSTFILE", "NODE_RANK", "NO_SSH", "MASTER_ADDR", "MASTER_PORT", "LAUNCHER",
-                 "TRAIN_SCRIPT")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
 LOSS_KEY = re.compile(r"^(loss(/.*)?|val/loss)$")
@@ -274,6 +268,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
 # ------------------------------------------------------------------------------------------ running
 def child_env(step: Step) -> dict[str, str]:
+    """The caller's environment without its launcher variables (a stray LOSS or MAX_STEPS must not slip into
+    the check's runs), offline, plus the step's own."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     env.update(OFFLINE)
     env.update(step.env)

@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"device": device_name(device), "precision": opts.precision, "teacher_layers": cfg.n_layer,
               "student_layers": s_cfg.n_layer, "n_embd": cfg.n_embd, "vocab": cfg.vocab_size,
               "seq_len": opts.seq_len, "batch": opts.batch, "tokens_per_step": tokens,
-              "n_critic": setup.cfg.critic.n_critic, "critic_samples": setup.cfg.critic.samples,
+              "n_critic": setup.cfg.critic.n_critic, "critic_samples": setup.cfg.critic.max_samples,
               "launcher": opts.launcher, "zero_stage": opts.zero_stage, "compile": opts.compile,
               "num_workers": opts.num_workers, "peak_flops": peak_flops, "peak_source": peak_source,
               "quick": opts.quick}
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{common['device']}, {opts.precision}, teacher {cfg.n_layer}x{cfg.n_embd} -> student "
           f"{s_cfg.n_layer} layers, vocab {cfg.vocab_size}, {opts.batch}x{opts.seq_len} tokens/step, "
-          f"n_critic {setup.cfg.critic.n_critic}, critic samples {setup.cfg.critic.samples}, median of {opts.rounds} "
+          f"n_critic {setup.cfg.critic.n_critic}, critic samples {setup.cfg.critic.max_samples}, median of {opts.rounds} "
           f"rounds x {opts.steps} step(s), {opts.clock} clock; peak {peak_flops / 1e12:.3g} TFLOP/s ({peak_source})")
     print(f"{'case':20s} {'loss':7s} {'tokens/s':>9s} {'ms/step':>8s} {'overhead':>8s} {'MFU':>6s} "
           f"{'data wait':>9s}  vs peer / peak mem")

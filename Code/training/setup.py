@@ -85,12 +85,7 @@ def set_dropout(model: GPT2LMHeadModel, p: float) -> None:
 
 def build_critics(cfg: CriticConfig, n_layers: int, dim: int, total_steps: int, seed: int,
                   device: torch.device) -> CriticTrainer:
-    return CriticTrainer(
-        num_layers=n_layers, dim=dim, hidden=cfg.hidden, optimizer=cfg.optimizer, lr=cfg.lr, betas=cfg.betas,
-        gp_lambda=cfg.gp_lambda, n_critic=cfg.n_critic, max_samples=cfg.samples, seed=seed, device=device,
-        schedule=cfg.schedule, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio,
-        standardize=cfg.standardize, warmup_steps=cfg.warmup_steps,
-    )
+    return CriticTrainer(n_layers, dim, cfg, seed=seed, device=device, total_steps=total_steps)
 
 
 def train_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int, world: int, seed: int,
