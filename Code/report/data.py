@@ -1,18 +1,19 @@
 """Read a study folder for the report: every run's args.json, metrics.jsonl and eval/metrics.json.
 
-Files only (never the training loop). A run that is missing, unfinished or unevaluated is kept with its
-status so the report can say so instead of failing.
+Files only, through the run folder's readers (Code.run_folder) and the data folder's (Code.data_pipeline);
+never the training or evaluation packages. A run that is missing, unfinished or unevaluated is kept with
+its status so the report can say so instead of failing.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from Code.training.metrics_log import read_metrics
+from Code.data_pipeline.lm_datasets import DataNotFoundError, load_meta
+from Code.run_folder import FINAL, is_trained, read_args, read_distill_info, read_eval, read_json, read_metrics
 
 
 @dataclass
@@ -92,21 +93,23 @@ class StudyData:
         return [r for r in self.runs.values() if r.status != "done"]
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def _meta(*folders: Path) -> dict[str, Any]:
+    """The first data folder's meta.json that reads ({} when none does: the report says n/a)."""
+    for folder in folders:
+        try:
+            return load_meta(folder)
+        except DataNotFoundError:
+            continue
+    return {}
 
 
 def load_run(method: str, seed: int, path: Path) -> Run:
     if not path.is_dir():
         return Run(method, seed, path, "missing")
-    final = path / "final" / "config.json"
-    metrics = _json(path / "eval" / "metrics.json")
-    status = ("done" if metrics else "not evaluated") if final.is_file() else "not finished"
-    return Run(method, seed, path, status, args=_json(path / "args.json") or {}, records=read_metrics(path),
-               eval=metrics, info=_json(path / "final" / "distill_info.json") or {})
+    metrics = read_eval(path)
+    status = ("done" if metrics else "not evaluated") if is_trained(path) else "not finished"
+    return Run(method, seed, path, status, args=read_args(path), records=read_metrics(path),
+               eval=metrics, info=read_distill_info(path / FINAL))
 
 
 def load_study(root: str | Path) -> StudyData:
@@ -114,7 +117,7 @@ def load_study(root: str | Path) -> StudyData:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"study folder {root} not found: run scripts/run_study.sh first or pass --study-dir")
-    manifest = _json(root / "study.json") or {}
+    manifest = read_json(root / "study.json") or {}
     found: dict[str, set[int]] = {}
     for seed_dir in sorted((root / "runs").glob("*/seed*")):
         if seed_dir.name[4:].isdigit():
@@ -130,7 +133,7 @@ def load_study(root: str | Path) -> StudyData:
             if path.is_dir() or method in (manifest.get("methods") or {}):
                 runs[(method, seed)] = load_run(method, seed, path)
     teacher_dir = root / "teacher"
-    teacher_run = load_run("teacher", 0, teacher_dir) if (teacher_dir / "args.json").is_file() else None
+    teacher_run = load_run("teacher", 0, teacher_dir) if read_args(teacher_dir) else None
     data_dir = Path((manifest.get("data") or {}).get("dir") or root / "data")
-    meta = _json(data_dir / "meta.json") or _json(root / "data" / "meta.json") or {}
+    meta = _meta(data_dir, root / "data")
     return StudyData(root, manifest, methods, seeds, runs, meta, teacher_run)

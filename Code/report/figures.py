@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from Code.evaluation.plots import save_figure  # noqa: E402
+from Code.plotting import save_figure  # noqa: E402
 from Code.report.data import Run, StudyData  # noqa: E402
 from Code.report.stats import mean, std  # noqa: E402
 
@@ -34,7 +34,7 @@ def _auto_log(ax, values: list[float], ratio: float) -> None:
 
 
 def _save(fig, path: Path) -> str:
-    """Write the PNG atomically (Code.evaluation.plots.save_figure); the file's name for the Markdown."""
+    """Write the PNG atomically (Code.plotting.save_figure); the file's name for the Markdown."""
     return save_figure(fig, path, dpi=DPI).name
 
 

@@ -317,3 +317,45 @@ def test_gradient_shares_and_the_wd_sensitivity_table(tmp_path, monkeypatch):
     assert f"{statistics.mean(per_seed):.3f}" in sweep and "weights 0.5,0.5" in sweep
     sensitivity = text.split("## Wasserstein sensitivity", 1)[1].split("## Conclusion")[0]
     assert "| `wd_lm` |" in sensitivity and "| `mse_lm` |" not in sensitivity  # the reference is not a row
+
+
+def test_the_report_reads_files_only_never_training_or_evaluation():
+    """Neither directly (the source) nor through anything it imports (the modules a run loads)."""
+    import ast
+    import subprocess
+    import sys
+
+    from Code import REPO
+
+    banned = ("Code.training", "Code.evaluation")
+    for path in [REPO / "Code" / "make_report.py", *(REPO / "Code" / "report").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.startswith(banned)], (path.name, names)
+    loaded = subprocess.run([sys.executable, "-c", "import sys, Code.make_report, Code.report.pdf; print(sorted(m for "
+                             "m in sys.modules if m.startswith(('Code.training', 'Code.evaluation'))))"],
+                            capture_output=True, text=True, cwd=REPO, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_paths_in_the_report_are_never_absolute(tmp_path):
+    study = make_study(tmp_path / "study", methods=("lm", "wd"), seeds=(1, 2), ood=True)
+    text = report(tmp_path, study)
+    assert str(tmp_path) not in text and "/tmp/" not in text
+    assert "`study/teacher/final`" in text  # under the study folder's own name
+    assert "--study-dir " in text
+
+
+def test_the_pdf_holds_the_tables_and_the_figures(tmp_path):
+    import pymupdf
+
+    study = make_study(tmp_path / "study", methods=("lm", "wd"), seeds=(1, 2))
+    text = report(tmp_path, study, pdf=True)
+    doc = pymupdf.open(tmp_path / "report" / "report.pdf")
+    pages = "".join(page.get_text() for page in doc)
+    assert "Test perplexity" in pages and "Paired tests across seeds" in pages
+    cell = row(text, "lm", "## Test perplexity").split("|")[2].strip()  # a number from the table, as printed
+    assert cell in pages
+    images = sum(len(page.get_images()) for page in doc)
+    assert images == text.count("](figures/")  # every figure of the Markdown drawn in the PDF
