@@ -77,12 +77,15 @@ class LossInputs:
 
 @dataclass(frozen=True)
 class LossSpec:
+    """A term: its name and function, then by keyword what it needs (the loop asks these, never the name)."""
+
     name: str
     fn: Callable[[LossInputs, Any], LossOutput]
-    needs_teacher: bool
-    needs_logits: bool
-    needs_hidden: bool
-    needs_critic: bool
+    _: dataclasses.KW_ONLY
+    needs_teacher: bool = False
+    needs_logits: bool = False
+    needs_hidden: bool = False
+    needs_critic: bool = False
     doc: str = ""
     options: type = NoOptions  # a frozen dataclass; its fields are the term's knobs
 
@@ -259,22 +262,27 @@ def register(spec: LossSpec) -> LossSpec:
 
 
 for _spec in [
-    LossSpec("lm", _lm, False, True, False, False, "next-token cross-entropy on the labels"),
-    LossSpec("kd", _divergence("kd", _kd_rows), True, True, False, False,
-             "forward KL(teacher || student) at temperature T, x T^2 (kd_topk: teacher's top-k)", KDOptions),
+    LossSpec("lm", _lm, needs_logits=True, doc="next-token cross-entropy on the labels"),
+    LossSpec("kd", _divergence("kd", _kd_rows), needs_teacher=True, needs_logits=True, options=KDOptions,
+             doc="forward KL(teacher || student) at temperature T, x T^2 (kd_topk: teacher's top-k)"),
     LossSpec("rkl", _divergence("rkl", lambda s, t, o: ll.reverse_kl_rows(s, t, o.temperature)),
-             True, True, False, False, "reverse KL(student || teacher), x T^2", LogitOptions),
+             needs_teacher=True, needs_logits=True, options=LogitOptions, doc="reverse KL(student || teacher), x T^2"),
     LossSpec("jsd", _divergence("jsd", lambda s, t, o: ll.jsd_rows(s, t, o.temperature, o.jsd_beta)),
-             True, True, False, False, "generalized Jensen-Shannon (jsd_beta), x T^2", JSDOptions),
+             needs_teacher=True, needs_logits=True, options=JSDOptions,
+             doc="generalized Jensen-Shannon (jsd_beta), x T^2"),
     LossSpec("skl", _divergence("skl", lambda s, t, o: ll.skew_kl_rows(s, t, o.temperature, o.skew_alpha)),
-             True, True, False, False, "skew KL(p || a p + (1-a) q) (skew_alpha), x T^2", SkewOptions),
+             needs_teacher=True, needs_logits=True, options=SkewOptions,
+             doc="skew KL(p || a p + (1-a) q) (skew_alpha), x T^2"),
     LossSpec("tvd", _divergence("tvd", lambda s, t, o: ll.tvd_rows(s, t, o.temperature), scaled=False),
-             True, True, False, False, "total variation distance, in [0, 1]", LogitOptions),
-    LossSpec("mse", _mse, True, False, True, False, "mean over layers of hidden-state MSE", MSEOptions),
-    LossSpec("cos", _cos, True, False, True, False, "1 - cosine similarity of hidden states", CosOptions),
-    LossSpec("swd", _swd, True, False, True, False, "critic-free sliced Wasserstein distance", SWDOptions),
-    LossSpec("wd", _wd, True, False, True, True,
-             "WGAN-GP critics: mean over layers of -E[f(student)] (wd_reduce=sum: the seed study's sum)", WDOptions),
+             needs_teacher=True, needs_logits=True, options=LogitOptions, doc="total variation distance, in [0, 1]"),
+    LossSpec("mse", _mse, needs_teacher=True, needs_hidden=True, options=MSEOptions,
+             doc="mean over layers of hidden-state MSE"),
+    LossSpec("cos", _cos, needs_teacher=True, needs_hidden=True, options=CosOptions,
+             doc="1 - cosine similarity of hidden states"),
+    LossSpec("swd", _swd, needs_teacher=True, needs_hidden=True, options=SWDOptions,
+             doc="critic-free sliced Wasserstein distance"),
+    LossSpec("wd", _wd, needs_teacher=True, needs_hidden=True, needs_critic=True, options=WDOptions,
+             doc="WGAN-GP critics: mean over layers of -E[f(student)] (wd_reduce=sum: the seed study's sum)"),
 ]:
     register(_spec)
 
