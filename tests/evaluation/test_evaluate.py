@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -10,91 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
-REPO = Path(__file__).resolve().parents[2]
-EVALUATE = REPO / "Code" / "evaluate_.py"
-
-
-def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(EVALUATE), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def tiny_gpt2(vocab: int, n_layer: int = 4, seed: int = 0, eos: int = 0) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=n_layer, n_head=2,
-                     bos_token_id=eos, eos_token_id=eos)
-    return GPT2LMHeadModel(cfg).eval()
-
-
-_BUILT: dict = {}
-
-
-@pytest.fixture
-def setup(corpus_dir, tmp_path_factory):
-    """Data dir (BPE tokenizer + indexed valid/test splits of wikitext-2 valid text), teacher and a run dir.
-
-    Built once per session (cached) since every test here only reads it.
-    """
-    if not _BUILT:
-        _BUILT.update(_build(corpus_dir, tmp_path_factory.mktemp("eval")))
-    return _BUILT
-
-
-def _build(corpus: Path, root: Path) -> dict:
-    from Code.data_pipeline.indexed_dataset import IndexedDatasetBuilder, best_dtype
-    from Code.data_pipeline.tokenization import train_bpe_tokenizer
-    from Code.modeling.layer_map import default_layer_map
-    from Code.modeling.truncation import truncate_teacher
-
-    lines = [ln.strip() for ln in (corpus / "wikitext-2" / "valid.txt").read_text().splitlines() if ln.strip()]
-    lines = lines[:600]
-    data = root / "data"
-    tok = train_bpe_tokenizer(lines, 400, data / "tokenizer")
-    eos = tok.eos_token_id
-    meta = {"source": "wikitext-2 valid (test subset)", "tokenizer": str(data / "tokenizer"),
-            "vocab_size": len(tok), "eos_id": eos, "dtype": str(best_dtype(len(tok))), "splits": {}}
-    for split, chunk in (("valid", lines[:300]), ("test", lines[300:])):
-        builder = IndexedDatasetBuilder(data / split, best_dtype(len(tok)))
-        n_tokens = 0
-        for line in chunk:
-            ids = tok(line)["input_ids"] + [eos]
-            builder.add_document(ids)
-            n_tokens += len(ids)
-        builder.finalize()
-        meta["splits"][split] = {"tokens": n_tokens, "documents": len(chunk), "sha256": ""}
-    (data / "meta.json").write_text(json.dumps(meta))
-
-    teacher = tiny_gpt2(len(tok), n_layer=4, eos=eos)
-    teacher.save_pretrained(root / "teacher")
-    layers = [0, 2]
-    student = truncate_teacher(teacher, layers)
-    run = root / "run"
-    student.save_pretrained(run / "best")
-    tok.save_pretrained(run / "best")
-    info = {"teacher": str(root / "teacher"), "student_layers": layers,
-            "layer_map": [list(p) for p in default_layer_map(layers, 4)], "data_dir": str(data)}
-    (run / "best" / "distill_info.json").write_text(json.dumps(info))
-    return {"root": root, "data": data, "teacher": teacher, "run": run, "vocab": len(tok), "eos": eos}
-
-
-# small everything; one thread because tiny models gain nothing from more and the CI box is shared
-FAST = ["--max-tokens", "3000", "--hidden-tokens", "512", "--tsne-points", "60", "--gen-tokens", "6",
-        "--projections", "64", "--no-progress", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+from tests.evaluation.eval_setup import FAST, REPO, run_cli, single_error_line, tiny_gpt2
 
 
 @pytest.mark.integration
 def test_end_to_end_cli(setup):
     start = time.time()
-    res = run_cli("--ckpt", str(setup["run"]), *FAST)
+    res = run_cli("--ckpt", str(setup["run"]), *FAST, "--overwrite")  # eval/ may hold another test's results
     elapsed = time.time() - start
     assert res.returncode == 0, res.stderr[-2000:]
     out = setup["run"] / "eval"
@@ -164,32 +86,25 @@ def test_compare_two_runs(setup, tmp_path):
     assert set(json.loads((out / "compare.json").read_text())) == {setup["run"].name, "run_last"}
 
 
-def _single_error_line(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 2, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    return lines[0]
-
-
 def test_missing_checkpoint_is_one_line(tmp_path):
-    line = _single_error_line(run_cli("--ckpt", str(tmp_path / "nope")))
+    line = single_error_line(run_cli("--ckpt", str(tmp_path / "nope")))
     assert "not found" in line
     (tmp_path / "empty_run").mkdir()
-    line = _single_error_line(run_cli("--ckpt", str(tmp_path / "empty_run")))
+    line = single_error_line(run_cli("--ckpt", str(tmp_path / "empty_run")))
     assert "best/" in line
 
 
 def test_vocab_mismatch_is_one_line(setup, tmp_path):
     small = tiny_gpt2(50, n_layer=2)  # the data's vocabulary is 400
     small.save_pretrained(tmp_path / "small")
-    line = _single_error_line(run_cli("--ckpt", str(tmp_path / "small"), "--teacher", str(setup["root"] / "teacher"),
+    line = single_error_line(run_cli("--ckpt", str(tmp_path / "small"), "--teacher", str(setup["root"] / "teacher"),
                                       "--data-dir", str(setup["data"])))
     assert "400 tokens" in line and "student has 50" in line
 
 
 def test_no_teacher_is_one_line(setup, tmp_path):
     tiny_gpt2(setup["vocab"], n_layer=2).save_pretrained(tmp_path / "plain")
-    line = _single_error_line(run_cli("--ckpt", str(tmp_path / "plain"), "--data-dir", str(setup["data"])))
+    line = single_error_line(run_cli("--ckpt", str(tmp_path / "plain"), "--data-dir", str(setup["data"])))
     assert "--teacher" in line
 
 
@@ -329,7 +244,7 @@ def test_ood_text_scores_like_text_file(setup, corpus_dir, tmp_path):
 def test_ood_text_missing_or_empty_is_one_error_line(setup, tmp_path, capsys):
     from Code.evaluate_ import main
 
-    line = _single_error_line(run_cli("--ckpt", str(setup["run"]), "--ood-text", str(tmp_path / "nope.txt"), *FAST))
+    line = single_error_line(run_cli("--ckpt", str(setup["run"]), "--ood-text", str(tmp_path / "nope.txt"), *FAST))
     assert "--ood-text" in line and "not found" in line
     (tmp_path / "empty.txt").write_text("\n\n  \n")
     (tmp_path / "licence_only.txt").write_text("*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n"
