@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from Code import CODE_DIR as CODE
 from Code import REPO
 from Code.cli import cli_main
+from Code.knobs.training import LAUNCHER_VARS, WHERE_VARS
 from Code.study.presets import GENERIC, METHODS, PRESETS, Method, Preset
 from Code.utils import atomic_write_text
 
@@ -41,15 +41,12 @@ CHECKED = {"SEED": "seed", "MAX_STEPS": "max_steps", "SEQ_LEN": "seq_len", "MICR
            "DATA_DIR": "data_dir", "LOSS": "loss", "PRESET": "preset"}
 
 
-# Environment the launchers read that is about where to run, not what: kept from the caller's environment.
-# Every other variable launch_common.sh maps to a flag is dropped, so a stray LOSS=wd or MAX_STEPS in the
-# caller's shell cannot change one method's recipe or budget behind the study's back.
-INFRA = {"NUM_GPUS", "LAUNCHER", "MASTER_ADDR", "MASTER_PORT", "HOSTFILE", "NO_SSH", "NODE_RANK", "NNODES"}
-
-
 def launcher_vars() -> set[str]:
-    text = (REPO / GENERIC).read_text() if (REPO / GENERIC).is_file() else ""
-    return set(re.findall(r"\$\{([A-Z_]+):-", text)) - INFRA
+    """The launcher variables a study drops from the caller's environment: every declared one
+    (Code/knobs/training.py) except those that say where to run, not what (NUM_GPUS, MASTER_PORT, ...), so a
+    stray LOSS=wd or MAX_STEPS in the caller's shell cannot change one method's recipe or budget behind the
+    study's back."""
+    return set(LAUNCHER_VARS) - WHERE_VARS
 
 
 class StudyError(ValueError):
