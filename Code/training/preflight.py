@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from transformers import GPT2Config
+from transformers import GPT2Config, PretrainedConfig
 
 from Code.arguments import ConfigError, parse_config
 from Code.cli import first_line
@@ -31,8 +31,7 @@ from Code.data_pipeline.instruction_data import prompt_lengths
 from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
 from Code.hub import hub_reachable
 from Code.modeling.generation import prompt_budget
-from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
-from Code.modeling.truncation import parse_student_layers, student_config_from_spec
+from Code.training.model_plan import ModelPlan, plan_models
 
 STARTED = ("metrics.jsonl", "checkpoints", "best", "final")  # what a run writes once it has begun
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -110,64 +109,14 @@ def model_config(name_or_path: str, what: str) -> GPT2Config:
                       f"unreachable (offline); {OFFLINE_FIX}")
 
 
-@dataclass(frozen=True)
-class _Models:
-    teacher: GPT2Config | None
-    student: GPT2Config
-    student_kind: str                       # how the student is made, for the summary
-    student_layers: list[int] | None
-    layer_map: list[tuple[int, int]]
-
-
-def _models(cfg: RunConfig, meta: dict, needs_teacher: bool) -> _Models:
-    """The teacher's and student's configs, as `setup.build_models` would make them, and the layer map."""
-    m = cfg.model
-    if m.no_teacher and needs_teacher:
-        raise ConfigError(f"--no-teacher but loss {cfg.loss_label!r} needs a teacher: drop --no-teacher "
-                          "(NO_TEACHER) or use --loss lm")
-    teacher = None
-    if not m.no_teacher:
-        teacher = model_config(m.teacher, "teacher")
-        with _one_line():
-            check_vocab(meta, teacher.vocab_size, what=f"teacher {m.teacher}")
-    student_layers = None
-    if m.student:
-        student, kind = model_config(m.student, "student"), f"from {m.student}"
-    elif m.student_config:
-        eos = int(meta["eos_id"])
-        base = teacher if teacher is not None else GPT2Config(
-            vocab_size=int(meta["vocab_size"]), bos_token_id=eos, eos_token_id=eos)
-        with _one_line():
-            student = student_config_from_spec(m.student_config, base)
-        kind = f"random {m.student_config}"
-    else:
-        if teacher is None:
-            raise ConfigError("a truncated student needs a teacher: give --teacher, --student or --student-config "
-                              "(or drop --no-teacher)")
-        with _one_line():
-            student_layers = parse_student_layers(m.student_layers, teacher.n_layer)
-        if getattr(teacher, "scale_attn_by_inverse_layer_idx", False):
-            raise ConfigError("cannot truncate a teacher with scale_attn_by_inverse_layer_idx=True: give --student "
-                              "or --student-config instead of --student-layers")
-        student = GPT2Config.from_dict({**teacher.to_dict(), "n_layer": len(student_layers)})
-        kind = f"teacher blocks {','.join(map(str, student_layers))}"
+def _models(cfg: RunConfig, meta: dict, needs_teacher: bool) -> ModelPlan:
+    """The run's model plan (`model_plan.plan_models`, the one setup runs) on configs alone, no weights."""
     with _one_line():
-        check_vocab(meta, student.vocab_size, what="student")
-    layer_map: list[tuple[int, int]] = []
-    if teacher is not None:
-        with _one_line():
-            layer_map, _ = resolve_layer_map(m.layer_map, student_layers, student.n_layer, teacher.n_layer)
-            validate_layer_map(layer_map, student.n_layer, teacher.n_layer, student.n_embd, teacher.n_embd)
-    return _Models(teacher, student, kind, student_layers, layer_map)
+        return plan_models(cfg.model, meta, needs_teacher, model_config, loss=f"loss {cfg.loss_label!r}")
 
 
-def _contexts(models: _Models) -> list[tuple[str, int]]:
-    named = [("teacher", models.teacher), ("student", models.student)]
-    return [(name, int(c.n_positions)) for name, c in named if c is not None]
-
-
-def _check_seq_len(seq_len: int, models: _Models) -> None:
-    contexts = _contexts(models)
+def _check_seq_len(seq_len: int, models: ModelPlan) -> None:
+    contexts = models.contexts
     limit = min(n for _, n in contexts)
     if seq_len > limit:
         have = " and ".join(f"the {name}'s {n}" for name, n in contexts)
@@ -175,7 +124,7 @@ def _check_seq_len(seq_len: int, models: _Models) -> None:
                           f"SEQ_LEN/--seq-len to at most {limit}, or use a model with a longer context")
 
 
-def _check_generation(cfg: RunConfig, models: _Models, minillm: bool) -> None:
+def _check_generation(cfg: RunConfig, models: ModelPlan, minillm: bool) -> None:
     """Rollouts (MiniLLM) and ROUGE-L selection generate `--max-new-tokens` after a prompt."""
     if not (minillm or cfg.select.select_by == "rougeL"):
         return
@@ -187,7 +136,7 @@ def _check_generation(cfg: RunConfig, models: _Models, minillm: bool) -> None:
 
 @dataclass(frozen=True)
 class _HasConfig:  # prompt_budget reads model.config only
-    config: GPT2Config
+    config: PretrainedConfig
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -288,7 +237,7 @@ def check_run(cfg: RunConfig, world_size: int = 1, *, minillm: bool = False) -> 
     s = models.student
     state = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "new"
     loss = "minillm" if minillm else cfg.loss_label
-    return (f"check ok: teacher {teacher}; student {models.student_kind} ({s.n_layer}x{s.n_embd}); loss {loss}; "
+    return (f"check ok: teacher {teacher}; student {models.describe(cfg.model)} ({s.n_layer}x{s.n_embd}); loss {loss}; "
             f"layer map {models.layer_map}; data {data_dir} (train {train_blocks} blocks of {seq_len}, "
             f"{train_blocks // (batch * world_size)} batches of {batch} per rank x {world_size}); "
             f"out {cfg.out_dir} ({state})")

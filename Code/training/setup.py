@@ -11,16 +11,16 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2LMHeadModel, PretrainedConfig
 
 from Code.config import CriticConfig, ModelConfig
 from Code.critic import CriticTrainer
 from Code.data_pipeline.distributed_indexed import DistributedBlockSampler
 from Code.data_pipeline.instruction_data import labels_from, task_blocks
-from Code.data_pipeline.lm_datasets import LMBlocks, check_vocab, load_meta
-from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
+from Code.data_pipeline.lm_datasets import LMBlocks, load_meta
 from Code.modeling.loading import load_student, load_teacher
-from Code.modeling.truncation import build_student_from_config, parse_student_layers, truncate_teacher
+from Code.modeling.truncation import build_student_from_config, truncate_teacher
+from Code.training.model_plan import plan_models
 
 
 @dataclass
@@ -34,40 +34,31 @@ class Models:
 
 def build_models(cfg: ModelConfig, data_dir: str | Path, needs_teacher: bool, seed: int, device: torch.device,
                  teacher_dtype: torch.dtype) -> Models:
+    """Load and build what `plan_models` plans (the plan the pre-flight check ran on configs alone)."""
     meta = load_meta(data_dir)
-    if cfg.no_teacher and needs_teacher:
-        raise ValueError("--no-teacher but the loss needs a teacher: drop --no-teacher or use --loss lm")
-    teacher = None
-    if not cfg.no_teacher:
-        teacher = load_teacher(cfg.teacher, device=device, dtype=teacher_dtype)
-        check_vocab(meta, teacher.config.vocab_size, what=f"teacher {cfg.teacher}")
-    student_layers = None
-    if cfg.student:
-        student = load_student(cfg.student)
-    elif cfg.student_config:
-        # Without a teacher (pretraining one from scratch), the vocabulary comes from the data's tokenizer.
-        eos = int(meta["eos_id"])
-        base = teacher.config if teacher is not None else GPT2Config(
-            vocab_size=int(meta["vocab_size"]), bos_token_id=eos, eos_token_id=eos)
-        student = build_student_from_config(cfg.student_config, base, seed=seed)
+    loaded: dict[str, GPT2LMHeadModel] = {}
+
+    def config_of(name: str, what: str) -> PretrainedConfig:
+        if what == "teacher":
+            loaded[what] = load_teacher(name, device=device, dtype=teacher_dtype)
+        else:
+            loaded[what] = load_student(name)
+        return loaded[what].config
+
+    plan = plan_models(cfg, meta, needs_teacher, config_of)
+    teacher = loaded.get("teacher")
+    if plan.how == "loaded":
+        student = loaded["student"]
+    elif plan.how == "config":
+        student = build_student_from_config(cfg.student_config, plan.base, seed=seed)
     else:
-        if teacher is None:
-            raise ValueError("a truncated student needs a teacher: give --teacher, --student or --student-config")
-        student_layers = parse_student_layers(cfg.student_layers, teacher.config.n_layer)
-        student = truncate_teacher(teacher, student_layers)
+        student = truncate_teacher(teacher, plan.student_layers)
         student.requires_grad_(True)
-    check_vocab(meta, student.config.vocab_size, what="student")
     student.config.use_cache = False
     if cfg.student_dropout is not None:  # all three ways of building a student: cut, from a config, loaded
         set_dropout(student, cfg.student_dropout)
-
     teacher_dim = teacher.config.n_embd if teacher is not None else student.config.n_embd
-    layer_map: list[tuple[int, int]] = []
-    if teacher is not None:
-        s_layers, t_layers = student.config.n_layer, teacher.config.n_layer
-        layer_map, _ = resolve_layer_map(cfg.layer_map, student_layers, s_layers, t_layers)
-        validate_layer_map(layer_map, s_layers, t_layers, student.config.n_embd, teacher_dim)
-    return Models(teacher, student, student_layers, layer_map, teacher_dim)
+    return Models(teacher, student, plan.student_layers, plan.layer_map, teacher_dim)
 
 
 def set_dropout(model: GPT2LMHeadModel, p: float) -> None:
