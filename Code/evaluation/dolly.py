@@ -59,8 +59,6 @@ def plan_dolly(cfg: EvalConfig, model_dir: Path, info: dict) -> DollyPlan:
     if not data_dir:
         raise EvalError(f"no data known for {model_dir} (no distill_info.json): pass --data-dir Code/data/dolly")
     data_dir = existing_path(str(data_dir))
-    if cfg.dolly.max_new_tokens < 1 or (cfg.dolly.max_examples is not None and cfg.dolly.max_examples < 1):
-        raise EvalError("--max-new-tokens and --max-examples must be positive")
     meta = load_meta(data_dir)
     check_vocab(meta, model_vocab(model_dir), "student")
     teacher_path = cfg.source.teacher or info.get("teacher")

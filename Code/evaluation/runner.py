@@ -45,7 +45,7 @@ def evaluate(cfg: EvalConfig, ckpt: str | Path, out_dir: Path | None = None, wri
 
 def compare_runs(cfg: EvalConfig) -> list[str]:
     """The runs of --compare (after --ckpt when both are given)."""
-    return ([cfg.ckpt] if cfg.ckpt else []) + list(cfg.compare)
+    return ([cfg.ckpt] if cfg.ckpt else []) + list(cfg.compare or ())
 
 
 def compare_out_dir(cfg: EvalConfig) -> Path:

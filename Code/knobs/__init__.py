@@ -56,6 +56,7 @@ class Knob:
     field: str | None = None               # its field there (default: name)
     to_config: Callable[[Any], Any] | None = None  # flag value -> config value (e.g. "0.0,0.9" -> (0.0, 0.9))
     flag: bool = True                      # False: a launcher-only variable, read by the shell itself
+    nargs: str | None = None               # argparse nargs ("+": one or more values, a list)
 
     @property
     def option(self) -> str:
@@ -148,7 +149,7 @@ class Knobs:
                 g.add_argument(k.option, dest=k.name, action="store_true", default=bool(k.default), help=help_)
             else:
                 g.add_argument(k.option, dest=k.name, type=k.type, default=k.default, help=help_,
-                               choices=list(k.choices) or None)
+                               choices=list(k.choices) or None, nargs=k.nargs)
         return parser
 
     def check(self, values: argparse.Namespace | Mapping[str, Any]) -> None:

@@ -152,3 +152,14 @@ def test_earlier_results_are_per_task(tmp_path):
     refuse_overwrite(tmp_path, "lm", overwrite=True)
     with pytest.raises(EvalError, match="--overwrite"):
         refuse_overwrite(tmp_path, "lm", overwrite=False)
+
+
+@pytest.mark.parametrize("flag,value", [("--hidden-tokens", "0"), ("--batch-size", "0"), ("--threads", "0"),
+                                        ("--max-new-tokens", "0"), ("--max-examples", "0"), ("--tsne-points", "-1")])
+def test_knob_checks_are_one_error_line(flag, value, tmp_path, capsys):
+    """A value its knob's check refuses is one `error:` line naming the flag, before any file is read."""
+    from Code.evaluate_ import main
+
+    assert main(["--ckpt", str(tmp_path / "nope"), flag, value]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith(f"error: {flag} must be at least"), err
