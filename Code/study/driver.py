@@ -18,9 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -31,175 +28,22 @@ from pathlib import Path
 from Code import CODE_DIR as CODE
 from Code import REPO
 from Code.cli import cli_main
-from Code.knobs.training import LAUNCHER_VARS, WHERE_VARS
-from Code.study.presets import GENERIC, METHODS, PRESETS, Method, Preset
+from Code.data_pipeline.data_layout import META
+from Code.processes import child_env, cpu_seconds, free_port, git_state, hardware, last_line, load_average, run_logged
+from Code.study.plan import (  # noqa: F401  (run_state, check_settings, launcher_vars: the study's API, tested)
+    StudyError,
+    check_settings,
+    corpus_files,
+    data_command,
+    launcher_path,
+    launcher_vars,
+    ood_file_list,
+    ood_text,
+    run_state,
+    student_env,
+)
+from Code.study.presets import METHODS, PRESETS, Method, Preset
 from Code.utils import atomic_write_text
-
-# launcher env -> args.json key: the settings that must match for an existing run to be reused
-CHECKED = {"SEED": "seed", "MAX_STEPS": "max_steps", "SEQ_LEN": "seq_len", "MICRO_BATCH": "micro_batch_size",
-           "GRAD_ACCUM": "grad_accum", "LR": "lr", "STUDENT_LAYERS": "student_layers", "TEACHER": "teacher",
-           "DATA_DIR": "data_dir", "LOSS": "loss", "PRESET": "preset"}
-
-
-def launcher_vars() -> set[str]:
-    """The launcher variables a study drops from the caller's environment: every declared one
-    (Code/knobs/training.py) except those that say where to run, not what (NUM_GPUS, MASTER_PORT, ...), so a
-    stray LOSS=wd or MAX_STEPS in the caller's shell cannot change one method's recipe or budget behind the
-    study's back."""
-    return set(LAUNCHER_VARS) - WHERE_VARS
-
-
-class StudyError(ValueError):
-    """A study that cannot be run as asked (bad preset, no corpus, a run made with other settings)."""
-
-
-# ------------------------------------------------------------------------------------------ the plan
-def corpus_files(preset: Preset, corpus: str | None, files: dict[str, str | None]) -> dict[str, list[str]] | None:
-    """Local text files per split, or None (the hub). Explicit files win, then --corpus, then the preset's.
-    Splits without files are carved from train by data_download.py."""
-    if files.get("train"):
-        return {s: [str(Path(p).resolve()) for p in files[s].split(":")] for s in ("train", "valid", "test")
-                if files.get(s)}
-    folder = Path(corpus) if corpus else (REPO / preset.corpus if preset.corpus else None)
-    if folder is None:
-        return None
-    found = {s: folder / f"{s}.txt" for s in ("train", "valid", "test")}
-    if not found["train"].is_file():
-        if corpus:  # asked for explicitly: say what is missing
-            raise StudyError(f"corpus {folder} has no train.txt: give a folder with train/valid/test.txt "
-                             "or TRAIN_FILES=a.txt:b.txt")
-        return None
-    return {s: [str(p.resolve())] for s, p in found.items() if p.is_file()}
-
-
-def data_command(preset: Preset, out_dir: Path, files: dict[str, list[str]] | None) -> list[str]:
-    cmd = [sys.executable, str(CODE / "data_download.py"), "--out-dir", str(out_dir)]
-    if files:
-        cmd += ["--dataset", "text"]
-        for split, paths in files.items():
-            cmd += [f"--{split}", *paths]
-    else:
-        cmd += ["--dataset", preset.hub_dataset]
-    if preset.vocab:
-        cmd += ["--train-tokenizer", str(preset.vocab)]
-    return cmd
-
-
-def launcher_path(name: str) -> Path:
-    """The named launcher, or the generic body when another engineer's script is not there (same env)."""
-    path = REPO / name
-    return path if path.is_file() else REPO / GENERIC
-
-
-def ood_text(preset: Preset, given: str | None) -> list[str]:
-    """The out-of-domain text every run is scored on (evaluate_.py --ood-text), as absolute paths: the
-    ':'-separated files/folders given (OOD_TEXT / --ood-text; `none` turns it off), else the preset's
-    folder when this checkout has it, else nothing."""
-    if given and given.strip():
-        if given.strip().lower() in ("none", "off", "0"):
-            return []
-        paths = [Path(p).expanduser().resolve() for p in given.split(":") if p.strip()]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise StudyError(f"out-of-domain text {', '.join(missing)} not found: OOD_TEXT / --ood-text takes "
-                             "':'-separated .txt files or folders of them (or none)")
-        return [str(p) for p in paths]
-    folder = (REPO / preset.ood_corpus).resolve() if preset.ood_corpus else None
-    return [str(folder)] if folder and folder.is_dir() else []
-
-
-def ood_file_list(paths: list[str]) -> list[str]:
-    """The files evaluate_.py will read for --ood-text PATHS (its own resolver), resolved."""
-    from Code.evaluation.inputs import ood_files
-
-    return [str(p.resolve()) for p in ood_files(paths)] if paths else []
-
-
-def has_ood(metrics_path: Path, files: list[str]) -> bool:
-    """The evaluation holds the out-of-domain PPL of exactly these files."""
-    try:
-        metrics = json.loads(metrics_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (metrics.get("student", {}).get("ood_ppl") is not None
-            and sorted(metrics.get("ood", {}).get("files", [])) == sorted(files))
-
-
-def run_state(run_dir: Path, ood_files: list[str] | None = None) -> str:
-    """done | eval (trained, not evaluated, or evaluated without the out-of-domain PPL of `ood_files`) |
-    resume (started) | train (nothing yet)."""
-    trained = (run_dir / "final" / "config.json").is_file()
-    if trained:
-        metrics = run_dir / "eval" / "metrics.json"
-        if not metrics.is_file():
-            return "eval"
-        return "eval" if ood_files and not has_ood(metrics, ood_files) else "done"
-    return "resume" if (run_dir / "args.json").is_file() else "train"
-
-
-def student_env(preset: Preset, method: Method, seed: int, run_dir: Path, teacher: str, data_dir: Path) -> dict:
-    return {**preset.train, **method.env, "SEED": str(seed), "TEACHER": teacher, "DATA_DIR": str(data_dir),
-            "OUT_DIR": str(run_dir), "STUDENT_LAYERS": preset.student_layers}
-
-
-def check_settings(run_dir: Path, env: dict[str, str]) -> None:
-    """An existing run made with other settings must not be silently mixed into this study."""
-    path = run_dir / "args.json"
-    if not path.is_file():
-        return
-    have = json.loads(path.read_text())
-    for key, field in CHECKED.items():
-        if key not in env or field not in have:
-            continue
-        want, got = env[key], have[field]
-        if field in ("teacher", "data_dir") and Path(str(got)).exists():
-            same = Path(str(got)).resolve() == Path(want).resolve()
-        elif isinstance(got, int | float) and not isinstance(got, bool):
-            same = float(got) == float(want)
-        else:
-            same = str(got) == want
-        if not same:
-            raise StudyError(f"{run_dir} was made with {field}={got!r}, this study asks {want!r}: delete that run "
-                             "or use another STUDY_DIR")
-
-
-# ------------------------------------------------------------------------------------------ running
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
-def hardware() -> dict:
-    info = {"machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "cpu_cores": os.cpu_count(), "cpu": platform.processor() or None}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        kb = int(meminfo.read_text().split("MemTotal:", 1)[1].split()[0])
-        info["memory_gb"] = round(kb / 2**20, 1)
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20)
-        info["gpus"] = [g.strip() for g in out.stdout.splitlines() if g.strip()] if out.returncode == 0 else []
-    except (OSError, subprocess.TimeoutExpired):
-        info["gpus"] = []
-    return info
-
-
-def git_state() -> dict:
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=20).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 class Study:
@@ -218,7 +62,7 @@ class Study:
         self.manifest.setdefault("runs", {})
         self.manifest.setdefault("invocations", [])
         self.invocation = {"started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "stages": {},
-                           "load_average_start": _load(),
+                           "load_average_start": load_average(),
                            "trained": [], "resumed": [], "evaluated": [], "reused": [], "failed": []}
 
     def say(self, text: str) -> None:
@@ -229,7 +73,7 @@ class Study:
         if self.dry_run:
             return
         with self.lock:
-            invocations = [*self.manifest["invocations"], {**self.invocation, "cpu_s": _cpu_seconds(),
+            invocations = [*self.manifest["invocations"], {**self.invocation, "cpu_s": cpu_seconds(),
                                                           "wall_s": round(time.perf_counter() - self.t0, 1)}]
             # not sorted: the order of "methods" is the order the report shows them in
             text = json.dumps({**self.manifest, "invocations": invocations}, indent=2) + "\n"
@@ -241,34 +85,27 @@ class Study:
         if self.dry_run:
             print(shown.replace(str(REPO) + "/", ""))
             return True, 0.0
-        inherited = {k: v for k, v in os.environ.items() if k not in self.scrub}
-        full = {**inherited, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-                "OMP_NUM_THREADS": str(self.threads), "MASTER_PORT": free_port(), **self.extra_env, **env}
-        log.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        with log.open("a") as handle:
-            handle.write(f"\n$ {shown}\n")
-            handle.flush()
-            code = subprocess.run(cmd, env=full, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT).returncode
-        wall = time.perf_counter() - start
-        if code != 0:
-            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["(no output)"]
-            self.say(f"{what}: FAILED (exit {code}, {wall:.0f} s): {tail[0][:300]} -- see {log}")
-        return code == 0, wall
+        full = child_env(self.scrub, {"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+                                      "OMP_NUM_THREADS": str(self.threads), "MASTER_PORT": free_port(),
+                                      **self.extra_env, **env})
+        done = run_logged(cmd, full, log, header=f"\n$ {shown}")
+        if not done.ok:
+            self.say(f"{what}: FAILED (exit {done.rc}, {done.seconds:.0f} s): {last_line(log)[:300]} -- see {log}")
+        return done.ok, done.seconds
 
     # -------------------------------------------------------------------------------------- stages
     def data(self, data_dir: str | None, corpus: str | None, files: dict[str, str | None]) -> Path:
         if data_dir:
             path = Path(data_dir).resolve()
-            if not (path / "meta.json").is_file() and not self.dry_run:
-                raise StudyError(f"DATA_DIR {path} has no meta.json: build it with python Code/data_download.py")
+            if not (path / META).is_file() and not self.dry_run:
+                raise StudyError(f"DATA_DIR {path} has no {META}: build it with python Code/data_download.py")
             self.manifest["data"] = {"dir": str(path), "source": "given"}
             return path
         out = self.root / "data"
         source = corpus_files(self.preset, corpus, files)
         origin = "local files" if source else f"hub {self.preset.hub_dataset}"
         self.manifest["data"] = {"dir": str(out), "source": origin, "files": source, "vocab": self.preset.vocab}
-        if (out / "meta.json").is_file():
+        if (out / META).is_file():
             self.say(f"data: reusing {out}")
             return out
         self.say(f"data: building {out} from {'local files' if source else 'the hub'}")
@@ -384,23 +221,6 @@ class Study:
         pool.shutdown()
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and all its finished descendants: unlike wall time, the
-    same on a busy machine as on an idle one (up to contention overheads)."""
-    import resource
-
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 1)
-
-
-def _load() -> list[float] | None:
-    """1, 5 and 15 minute load averages: timings on a shared machine mean little without them."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def _hub_has(name: str) -> bool:
     """The hub teacher can be had: cached locally, or the hub answers."""
     try:
@@ -493,7 +313,7 @@ def run_study(args) -> int:
     study.runs([METHODS[n] for n in names], seeds, teacher, data_dir)
     failed = list(study.invocation["failed"])
     study.invocation["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    study.invocation["load_average_end"] = _load()
+    study.invocation["load_average_end"] = load_average()
     study.save()
     study.say(f"runs: {len(study.invocation['reused'])} reused, {len(study.invocation['trained'])} trained, "
               f"{len(study.invocation['resumed'])} resumed, {len(study.invocation['evaluated'])} evaluated, "
