@@ -13,9 +13,10 @@ from Code.knobs import Knobs
 
 
 def _sets() -> dict[str, Knobs]:
+    from Code.knobs.scripts import SCRIPTS
     from Code.knobs.training import TRAINING
 
-    return {"training": TRAINING}
+    return {"training": TRAINING, "scripts": SCRIPTS}
 
 
 def main(argv: list[str] | None = None) -> int:
