@@ -26,7 +26,7 @@ from Code.evaluation.common import (
     set_threads,
 )
 from Code.evaluation.config import EvalConfig
-from Code.evaluation.outputs import Written
+from Code.evaluation.outputs import DOLLY_METRICS, Written
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def plan_dolly(cfg: EvalConfig, model_dir: Path, info: dict) -> DollyPlan:
 
 
 def _write(result: dict, rows: list[dict], out_dir: Path, split: str, written: Written) -> None:
-    written.json(out_dir / "dolly_metrics.json", result)
+    written.json(out_dir / DOLLY_METRICS, result)
     written.jsonl(out_dir / "dolly_generations.jsonl", rows)
     teacher_note = f", teacher {result['teacher']['rougeL']:.2f}" if "teacher" in result else ""
     from Code.evaluation.summary import run_name
@@ -122,7 +122,7 @@ def compare_dolly(cfg: EvalConfig, written: Written) -> Path:
     from Code.evaluation.summary import run_name
 
     loaded = {run_name(run): metrics
-              for run, metrics in load_or_evaluate(cfg, "compare_dolly", "dolly_metrics.json", written)}
+              for run, metrics in load_or_evaluate(cfg, "compare_dolly", written)}
     out_dir = compare_out_dir(cfg)
     lines = ["| run | student ROUGE-L | teacher ROUGE-L | prompts | decoding |", "|---|---|---|---|---|"]
     for name, m in loaded.items():

@@ -10,11 +10,15 @@ import json
 from pathlib import Path
 
 from Code.evaluation.common import EvalError
+from Code.run_folder import EVAL_METRICS
+
+DOLLY_METRICS = "dolly_metrics.json"
+METRICS = {"lm": EVAL_METRICS, "dolly": DOLLY_METRICS}  # each task's metrics file in a run's eval/
 
 # The files each job writes into its output folder (glob patterns): what counts as its earlier results.
 RESULTS: dict[str, tuple[str, ...]] = {
-    "lm": ("metrics.json", "summary.md", "layers.png", "tsne_*.png"),
-    "dolly": ("dolly_metrics.json", "dolly_generations.jsonl"),
+    "lm": (EVAL_METRICS, "summary.md", "layers.png", "tsne_*.png"),
+    "dolly": (DOLLY_METRICS, "dolly_generations.jsonl"),
     "compare": ("compare.md", "compare.json", "compare.png"),
     "compare_dolly": ("compare_dolly.md", "compare_dolly.json"),
 }

@@ -6,18 +6,18 @@ the output folder) run before torch, the models or matplotlib load.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from Code.evaluation.common import EvalError, read_info, resolve_checkpoint
 from Code.evaluation.config import EvalConfig
 from Code.evaluation.inputs import plan_lm
-from Code.evaluation.outputs import Written, refuse_overwrite
+from Code.evaluation.outputs import METRICS, Written, refuse_overwrite
+from Code.run_folder import EVAL_DIR, read_json
 
 
 def default_out_dir(cfg: EvalConfig, ckpt: str | Path) -> Path:
     """Where one checkpoint's results go: --out-dir, else <ckpt>/eval."""
-    return Path(cfg.out_dir) if cfg.out_dir else Path(ckpt) / "eval"
+    return Path(cfg.out_dir) if cfg.out_dir else Path(ckpt) / EVAL_DIR
 
 
 def evaluate(cfg: EvalConfig, ckpt: str | Path, out_dir: Path | None = None, written: Written | None = None) -> dict:
@@ -52,17 +52,19 @@ def compare_out_dir(cfg: EvalConfig) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else Path(compare_runs(cfg)[0]).resolve().parent / "compare"
 
 
-def load_or_evaluate(cfg: EvalConfig, job: str, metrics_name: str, written: Written) -> list[tuple[Path, dict]]:
-    """Each run's eval/<metrics_name>, evaluating (into its eval/) the runs that lack it. Every output folder is
-    checked for earlier results before the first evaluation starts, so a refusal costs no model time."""
+def load_or_evaluate(cfg: EvalConfig, job: str, written: Written) -> list[tuple[Path, dict]]:
+    """Each run's metrics of `cfg.task` from its eval/, evaluating (into that eval/) the runs without them (or
+    with an unreadable file, which then needs --overwrite). Every output folder is checked for earlier results
+    before the first evaluation starts, so a refusal costs no model time."""
     runs = [Path(r) for r in compare_runs(cfg)]
-    todo = [r for r in runs if not (r / "eval" / metrics_name).is_file()]
+    found = {run: read_json(run / EVAL_DIR / METRICS[cfg.task]) for run in runs}
+    todo = [run for run in runs if found[run] is None]
     for run in todo:
         resolve_checkpoint(run)
-        refuse_overwrite(run / "eval", cfg.task, cfg.overwrite)
+        refuse_overwrite(run / EVAL_DIR, cfg.task, cfg.overwrite)
     refuse_overwrite(compare_out_dir(cfg), job, cfg.overwrite)
-    return [(run, json.loads((run / "eval" / metrics_name).read_text()) if run not in todo
-             else evaluate(cfg, run, run / "eval", written)) for run in runs]
+    return [(run, found[run] if found[run] is not None else evaluate(cfg, run, run / EVAL_DIR, written))
+            for run in runs]
 
 
 def compare(cfg: EvalConfig, written: Written | None = None) -> Path:
@@ -71,7 +73,7 @@ def compare(cfg: EvalConfig, written: Written | None = None) -> Path:
     from Code.evaluation.summary import compare_markdown, run_name
 
     written = written if written is not None else Written()
-    loaded = [(run_name(run), metrics) for run, metrics in load_or_evaluate(cfg, "compare", "metrics.json", written)]
+    loaded = [(run_name(run), metrics) for run, metrics in load_or_evaluate(cfg, "compare", written)]
     out_dir = compare_out_dir(cfg)
     image = compare_plot(loaded, out_dir / "compare.png")
     written.add(image)

@@ -163,3 +163,31 @@ def test_knob_checks_are_one_error_line(flag, value, tmp_path, capsys):
     assert main(["--ckpt", str(tmp_path / "nope"), flag, value]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith(f"error: {flag} must be at least"), err
+
+
+@pytest.mark.integration  # builds the dolly data folder with data_download.py in a child process
+def test_dolly_task_on_the_config(corpus_dir, tmp_path, capsys):
+    """--task dolly end to end: ROUGE-L files written and listed, a second run refused, --compare's table."""
+    from Code.evaluate_ import main
+    from Code.modeling.truncation import truncate_teacher
+    from tests.evaluation.eval_setup import tiny_gpt2
+    from tests.support.dolly_fixture import make_dolly_data
+
+    data = make_dolly_data(corpus_dir, tmp_path, vocab=512)
+    vocab = json.loads((data / "meta.json").read_text())["vocab_size"]
+    teacher = tiny_gpt2(vocab, n_layer=2)
+    teacher.save_pretrained(tmp_path / "teacher")
+    run = tmp_path / "run_d"
+    truncate_teacher(teacher, [0]).save_pretrained(run / "final")
+    (run / "final" / "distill_info.json").write_text(json.dumps({"teacher": str(tmp_path / "teacher"),
+                                                                  "data_dir": str(data)}))
+    argv = ["--task", "dolly", "--ckpt", str(run), "--max-examples", "3", "--max-new-tokens", "4", "--no-progress",
+            "--threads", "1"]
+    assert main(argv) == 0
+    assert {p.name for p in _listed(capsys.readouterr().out)} == {"dolly_metrics.json", "dolly_generations.jsonl"}
+    metrics = json.loads((run / "eval" / "dolly_metrics.json").read_text())
+    assert metrics["examples"] == 3 and metrics["max_new_tokens"] == 4 and 0 <= metrics["teacher"]["rougeL"] <= 100
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(["--task", "dolly", "--compare", str(run), "--out-dir", str(tmp_path / "cmp")]) == 0
+    assert "run_d" in (tmp_path / "cmp" / "compare_dolly.md").read_text()  # read, not evaluated again
+    assert {p.name for p in _listed(capsys.readouterr().out)} == {"compare_dolly.md", "compare_dolly.json"}
