@@ -120,10 +120,13 @@ def check_inputs(args: argparse.Namespace) -> None:
         args.teacher = str(teacher)
     if args.data_dir is not None:
         data = Path(args.data_dir).expanduser().resolve()
-        if not (data / "meta.json").is_file():
-            raise UsageError(f"--data-dir {args.data_dir}: no meta.json there; prepare it with Code/data_download.py")
+        from Code.data_pipeline.lm_datasets import DataNotFoundError, load_meta  # the one meta.json reader
+
+        try:
+            vocab = load_meta(data).get("vocab_size")
+        except DataNotFoundError as exc:
+            raise UsageError(f"--data-dir {args.data_dir}: {exc}") from None
         args.data_dir = str(data)
-        vocab = _json_field(data / "meta.json", "vocab_size")
         want = teacher_shape(args)["vocab"]
         if vocab is not None and int(vocab) != want:
             raise UsageError(f"--data-dir {args.data_dir} has a vocabulary of {vocab} tokens, the teacher {want}: "

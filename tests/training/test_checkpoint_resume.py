@@ -116,3 +116,25 @@ def test_no_whole_checkpoint_and_a_pickled_object_are_one_line_each(tiny):
     write_manifest(rank_file.parent)
     line = _fails(_cmd(tiny, out, "--max-steps", "8", "--resume", *extra))
     assert "rank0_state.pt holds pathlib" in line and "refused" in line
+
+
+def test_two_ranks_zero2_resume_loads_deepspeed_files_without_pickled_code(tiny):
+    """ZeRO-2 optimizer partitions pickle DeepSpeed's loss scaler, stage enum and fragment addresses: the
+    weights_only loader allows exactly those and nothing else."""
+    import socket
+
+    data, teacher, root = tiny
+    out = root / "zero2"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = quiet_env(TEACHER=str(teacher), DATA_DIR=str(data), OUT_DIR=str(out), NUM_GPUS="2", ZERO_STAGE="2",
+                    LOSS="mse", MAX_STEPS="6", MASTER_PORT=port)
+    flags = ["--seq-len", "32", "--micro-batch-size", "2", "--save-interval", "3", "--eval-interval", "3",
+             "--eval-iters", "1", "--student-layers", "0,2", "--no-progress", "--no-tensorboard"]
+    run_ok(["bash", str(CODE / "mse_stu_base.sh"), *flags], env)
+    assert sorted(p.name for p in (out / "checkpoints" / "step6").glob("*optim_states.pt"))
+    assert (out / "final" / "model.safetensors").is_file() and not (out / "final" / "pytorch_model.bin").exists()
+    proc = run_ok(["bash", str(CODE / "mse_stu_base.sh"), *flags], {**env, "RESUME": "1", "MAX_STEPS": "8"})
+    assert "resumed from step 6 of 8" in proc.stdout + proc.stderr
+    assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"][-1] == 8
