@@ -173,7 +173,7 @@ Section 1. General Terms of Use and Redistributing Project Gutenberg-tm electron
 
 
 def test_gutenberg_boilerplate_is_stripped(tmp_path):
-    from Code.evaluation.inputs import read_text_file, read_texts, strip_gutenberg
+    from Code.evaluation.texts import read_text_file, read_texts, strip_gutenberg
 
     body, stripped = strip_gutenberg(GUTENBERG_BOOK)
     assert stripped and body.lstrip().startswith("Produced by") and body.rstrip().endswith("old rag mats.")
@@ -195,7 +195,7 @@ def test_gutenberg_boilerplate_is_stripped(tmp_path):
 
 
 def test_ood_token_cap_is_shared_between_files():
-    from Code.evaluation.inputs import fair_shares
+    from Code.evaluation.texts import fair_shares
 
     assert fair_shares([10, 500, 500], None) == [10, 500, 500]
     assert fair_shares([10, 500, 500], 300) == [10, 145, 145]     # the short file's leftover goes to the others
