@@ -42,6 +42,14 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, ob
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"config file {path} sets unknown flags {unknown}: see --help for the names")
+    for key, value in values.items():  # YAML reads 3e-4 as a string: parse it as its flag would
+        knob = TRAINING.by_name.get(key)
+        if knob is not None and isinstance(value, str) and knob.type is not str:
+            try:
+                values[key] = knob.type(value)
+            except ValueError:
+                raise ConfigError(f"config file {path}: {key}: {value!r} is not a {knob.type.__name__} "
+                                  f"(as {knob.option} takes)") from None
     return values
 
 

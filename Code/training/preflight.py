@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 from transformers import GPT2Config, PretrainedConfig
 
-from Code.arguments import ConfigError, parse_config
+from Code.arguments import parse_config
 from Code.cli import first_line
 from Code.config import RunConfig
 from Code.data_pipeline.instruction_data import HOW as PROMPT_HOW
 from Code.data_pipeline.instruction_data import prompt_lengths
 from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
 from Code.hub import hub_reachable
+from Code.knobs import ConfigError
 from Code.modeling.generation import prompt_budget
 from Code.training.model_plan import ModelPlan, plan_models
+from Code.training.run_guard import check_same_run, refuse_if_locked
 
 STARTED = ("metrics.jsonl", "checkpoints", "best", "final")  # what a run writes once it has begun
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -68,6 +70,7 @@ def check_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         parent = parent.parent
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write the run folder {out} ({parent} is not writable): pass another --out-dir")
+    refuse_if_locked(out)  # one run per folder (training/run_guard.py)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -231,6 +234,7 @@ def check_run(cfg: RunConfig, world_size: int = 1, *, minillm: bool = False) -> 
                           "reconvert the data with python Code/data_download.py")
     _check_ds_config(cfg)
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+    check_same_run(cfg.out_dir, cfg.flags, world_size, cfg.resume)  # a resume continues the same run
 
     teacher = "none" if models.teacher is None else (
         f"{cfg.model.teacher} ({models.teacher.n_layer}x{models.teacher.n_embd}, context {models.teacher.n_positions})")

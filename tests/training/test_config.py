@@ -88,3 +88,13 @@ def test_typed_config_normalises_the_prompt_task_and_carries_per_term_options(tm
 def test_a_preset_named_as_a_loss_is_one_clear_error(loss):
     with pytest.raises(ConfigError, match="is a preset, not a loss: use --preset"):
         parse_args(["--loss", loss])
+
+
+def test_yaml_values_are_parsed_as_their_flags_are(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 3e-4\nseq_len: '64'\n")  # YAML 1.1 reads 3e-4 (no dot) as a string
+    args = parse_args(["--config", str(path)])
+    assert (args.lr, args.seq_len) == (3e-4, 64)
+    path.write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match="lr: 'fast' is not a float"):
+        parse_args(["--config", str(path)])

@@ -153,7 +153,7 @@ def test_every_launcher_variable_maps_to_a_known_flag(tmp_path):
 
     from Code.arguments import build_parser
 
-    body = (CODE / "launch_common.sh").read_text()
+    body = run_ok([sys.executable, "-m", "Code.knobs", "launcher-map"], quiet_env()).stdout  # what the launcher evals
     pairs = re.findall(r'^(?:flag|switch) (--[a-z-]+) "\$\{([A-Z_]+):-', body, flags=re.M)
     known = {s for a in build_parser()._actions for s in a.option_strings}
     assert len(pairs) > 30 and [f for f, _ in pairs if f not in known] == []
