@@ -118,6 +118,16 @@ def test_no_whole_checkpoint_and_a_pickled_object_are_one_line_each(tiny):
     assert "rank0_state.pt holds pathlib" in line and "refused" in line
 
 
+def test_evaluate_refuses_a_damaged_final_folder(tiny):
+    out = tiny[2] / "damaged_final"
+    run_ok(_cmd(tiny, out, "--max-steps", "2", "--launcher", "torchrun", "--precision", "fp32"), quiet_env())
+    _flip(out / "final" / "model.safetensors")
+    line = _fails([sys.executable, str(CODE / "evaluate_.py"), "--ckpt", str(out / "final"), "--out-dir",
+                   str(tiny[2] / "damaged_eval")])
+    assert "model.safetensors does not match its sha256" in line
+    assert not (tiny[2] / "damaged_eval").exists()
+
+
 def test_two_ranks_zero2_resume_loads_deepspeed_files_without_pickled_code(tiny):
     """ZeRO-2 optimizer partitions pickle DeepSpeed's loss scaler, stage enum and fragment addresses: the
     weights_only loader allows exactly those and nothing else."""
