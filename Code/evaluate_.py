@@ -17,6 +17,7 @@ import sys
 
 # Heavy modules (torch, transformers, scikit-learn, matplotlib) load only once the inputs check out
 # (Code/evaluation/runner.py), so a bad path or a vocabulary mismatch is reported in about a second.
+from Code.cli import cli_main
 from Code.evaluation.common import CheckpointNotFoundError, EvalError
 from Code.evaluation.config import EvalConfig, add_flags, from_namespace
 from Code.evaluation.dolly import compare_dolly
@@ -47,15 +48,15 @@ def run(cfg: EvalConfig, written: Written) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, build the config once, run; list the files written. A bad input is one `error:` line
     and exit code 2."""
-    written = Written()
-    try:
+    def body() -> int:
+        written = Written()
         run(from_namespace(build_parser().parse_args(argv)), written)
-    except (ValueError, FileNotFoundError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        return 2
-    print(written.listing(), flush=True)
-    return 0
+        print(written.listing(), flush=True)
+        return 0
+
+    # a bad flag, path or value (ValueError: EvalError, ConfigError; FileNotFoundError) is one line, exit 2
+    return cli_main(body, (ValueError, FileNotFoundError),
+                    "files already written stay (each is whole); run again with --overwrite")
 
 
 if __name__ == "__main__":
