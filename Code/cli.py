@@ -5,8 +5,19 @@ Kept free of heavy imports (torch, transformers) so a command can report a bad f
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from typing import NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors (unknown flag, bad int, bad choice) are one `error:` line and exit status 2,
+    without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def first_line(exc: BaseException) -> str:

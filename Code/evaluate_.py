@@ -17,7 +17,7 @@ import sys
 
 # Heavy modules (torch, transformers, scikit-learn, matplotlib) load only once the inputs check out
 # (Code/evaluation/runner.py), so a bad path or a vocabulary mismatch is reported in about a second.
-from Code.cli import cli_main
+from Code.cli import OneLineParser, cli_main
 from Code.evaluation.common import CheckpointNotFoundError, EvalError
 from Code.evaluation.config import EvalConfig, add_flags, from_namespace
 from Code.evaluation.dolly import compare_dolly
@@ -28,7 +28,7 @@ __all__ = ["CheckpointNotFoundError", "EvalConfig", "EvalError", "build_parser",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     add_flags(p)
     return p
 

@@ -167,6 +167,12 @@ def test_knob_checks_are_one_error_line(flag, value, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"error: {flag} must be at least"), err
 
 
+def test_a_bad_flag_is_one_line_without_the_usage_block():
+    for argv, needle in ((["--window", "abc"], "--window: invalid int value"), (["--task", "x"], "invalid choice"),
+                         (["--no-such-flag"], "unrecognized arguments")):
+        assert needle in single_error_line(run_cli(*argv))
+
+
 @pytest.mark.integration  # builds the dolly data folder with data_download.py in a child process
 def test_dolly_task_on_the_config(corpus_dir, tmp_path, capsys):
     """--task dolly end to end: ROUGE-L files written and listed, a second run refused, --compare's table."""
