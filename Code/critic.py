@@ -1,4 +1,4 @@
-"""WGAN-GP critics (Gulrajani et al. 2017), one per matched layer, all batched into one module.
+"""WGAN-GP / WGAN-LP critics (Gulrajani et al. 2017; Petzka et al. 2018), one per matched layer, batched.
 
 Each critic is a small MLP on one hidden vector (no batch norm: the gradient penalty is per sample, and
 batch statistics would couple samples). All layers' weights are stacked `(L, in, out)` and applied with
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from Code.cli import first_line
 from Code.config import CriticConfig
 from Code.knobs import ConfigError
+from Code.objectives.estimators import split_halves
 from Code.objectives.hidden import sample_positions, stack_layers
 from Code.objectives.masking import flat_mask, masked_mean
 
@@ -163,6 +164,8 @@ class CriticTrainer:
         self.device = torch.device(device)
         self.config = dict(num_layers=num_layers, dim=dim, hidden=hidden, depth=depth)
         self.gp_lambda = cfg.gp_lambda
+        self.one_sided = cfg.penalty == "lp"
+        self.paired = cfg.pairing == "paired"
         self.n_critic = n_critic
         self.max_samples = max_samples
         self.critic = BatchedCritic(num_layers, dim, hidden, depth, seed=seed).to(self.device)
@@ -190,21 +193,25 @@ class CriticTrainer:
         self.last_estimates: Tensor | None = None
 
     # ---------------------------------------------------------------- training the critics
-    def _penalty_and_estimates(self, ts: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def _penalty_and_estimates(self, ts: Tensor, valid_t: Tensor, valid_s: Tensor) -> tuple[Tensor, Tensor]:
         """Per-layer (E[f(t)] - E[f(s)], gradient penalty) on `ts` = `(L, 2k, D)`, teacher then student.
 
-        Teacher and student samples go through one forward; interpolates through a second, whose input
-        gradient (create_graph, out-of-place) gives the penalty for all layers in one double backward.
+        Teacher and student samples go through one forward; interpolates (between the i-th teacher and the
+        i-th student sample: the same position when paired) through a second, whose input gradient
+        (create_graph, out-of-place) gives the penalty for all layers in one double backward. GP penalises
+        every norm away from 1; LP only norms above 1 (a flat critic is then free where the sets agree).
         """
         k = ts.shape[1] // 2
         t, s = ts[:, :k], ts[:, k:]
         f_ts = self.critic(ts)
-        estimate = masked_mean(f_ts[:, :k], valid) - masked_mean(f_ts[:, k:], valid)
+        estimate = masked_mean(f_ts[:, :k], valid_t) - masked_mean(f_ts[:, k:], valid_s)
         eps = torch.rand(ts.shape[0], k, 1, generator=self.generator, device=ts.device)
         x_hat = torch.lerp(s, t, eps).requires_grad_(True)  # eps * t + (1 - eps) * s, one pass
         (grad,) = torch.autograd.grad(self.critic(x_hat).sum(), x_hat, create_graph=True)
-        norm = torch.linalg.vector_norm(grad, dim=-1)
-        return estimate, masked_mean((norm - 1.0) ** 2, valid)
+        excess = torch.linalg.vector_norm(grad, dim=-1) - 1.0
+        if self.one_sided:
+            excess = excess.clamp(min=0.0)
+        return estimate, masked_mean(excess**2, valid_t & valid_s)
 
     def _average_gradients(self) -> None:
         """Average critic gradients over ranks (one all-reduce) so every rank's critics stay identical."""
@@ -244,12 +251,16 @@ class CriticTrainer:
         estimate = torch.zeros(ts_all.shape[0], device=self.device)
         with torch.enable_grad(), torch.autocast(self.device.type, enabled=False):
             for _ in range(steps):
-                idx, valid = sample_positions(valid_all, self.max_samples, self.generator)
-                if idx.shape[0] == n:
+                if self.paired:
+                    idx, valid = sample_positions(valid_all, self.max_samples, self.generator)
+                    t_idx, s_idx, valid_t, valid_s = idx, idx, valid, valid
+                else:  # fresh disjoint halves each step: no student sample meets its own teacher state
+                    s_idx, valid_s, t_idx, valid_t = split_halves(valid_all, self.max_samples, self.generator)
+                if self.paired and t_idx.shape[0] == n:
                     ts = ts_all.float()  # no subsampling: a no-op for fp32 features
                 else:
-                    ts = ts_all.index_select(1, torch.cat([idx, idx + n])).float()
-                estimate, penalty = self._penalty_and_estimates(ts, valid)
+                    ts = ts_all.index_select(1, torch.cat([t_idx, s_idx + n])).float()
+                estimate, penalty = self._penalty_and_estimates(ts, valid_t, valid_s)
                 loss = (self.gp_lambda * penalty - estimate).sum()  # layers are independent: sum
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -144,6 +144,14 @@ TRAINING = Knobs([
       help="extra critic updates on a fresh run's first batch, before the student first moves (100: "
            "at critic LR 1e-3 the estimate reaches ~90% of its plateau, about 5 student steps' work)"),
     K("gp_lambda", 10.0, float, group=_CRITIC, section="critic"),
+    K("critic_penalty", "gp", choices=("gp", "lp"), group=_CRITIC, env="CRITIC_PENALTY", section="critic",
+      field="penalty",
+      help="gp: WGAN-GP, (|grad f| - 1)^2 (Gulrajani et al. 2017); lp: one-sided WGAN-LP, max(0, |grad f| - 1)^2 "
+           "(Petzka et al. 2018), so a critic may go flat where the distributions agree; weight --gp-lambda"),
+    K("critic_pairing", "paired", choices=("paired", "unpaired"), group=_CRITIC, env="CRITIC_PAIRING",
+      section="critic", field="pairing",
+      help="paired: each critic step compares teacher and student states at the same sampled positions; "
+           "unpaired: at disjoint halves of the positions (only the distributions can match)"),
     K("critic_samples", 2048, int, help="token positions per step the critics see (subsampled)", group=_CRITIC,
       section="critic", field="max_samples", check=at_least(1)),
     # -------------------------------------------------------------------- instruction data, MiniLLM

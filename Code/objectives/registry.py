@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from Code.objectives import estimators as est
 from Code.objectives import hidden as hl
 from Code.objectives import logit as ll
 from Code.objectives.masking import flat_mask, label_mask, masked_mean
@@ -224,14 +225,17 @@ def _cos(inputs: LossInputs, options: CosOptions) -> LossOutput:
     return per.mean(), layer_parts(per, inputs.layer_ids)
 
 
+def _step_generator(inputs: LossInputs, device: torch.device) -> torch.Generator | None:
+    # Fresh samples every step, yet a resumed run draws the same ones as an uninterrupted run.
+    if inputs.seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(inputs.seed * 1_000_003 + inputs.step)
+
+
 def _swd(inputs: LossInputs, options: SWDOptions) -> LossOutput:
     s, t, mask = _hidden(inputs, "swd")
-    gen = None
-    if inputs.seed is not None:
-        # Fresh directions every step, yet a resumed run draws the same ones as an uninterrupted run.
-        gen = torch.Generator(device=s.device).manual_seed(inputs.seed * 1_000_003 + inputs.step)
     per = hl.sliced_wasserstein_per_layer(s, t, mask, options.swd_projections, options.swd_p,
-                                          options.swd_max_samples, gen)
+                                          options.swd_max_samples, _step_generator(inputs, s.device))
     return per.mean(), layer_parts(per, inputs.layer_ids)
 
 
@@ -246,6 +250,24 @@ def _wd(inputs: LossInputs, options: WDOptions) -> LossOutput:
     if inputs.critic.last_estimates is not None:
         parts.update(layer_parts(inputs.critic.last_estimates, inputs.layer_ids))
     return (per.sum() if options.wd_reduce == "sum" else per.mean()), parts
+
+
+def _sinkhorn(paired: bool) -> Callable[[LossInputs, est.SinkhornOptions], LossOutput]:
+    name = "sinkhorn" if paired else "sinkhorn_unpaired"
+
+    def fn(inputs: LossInputs, options: est.SinkhornOptions) -> LossOutput:
+        s, t, mask = _hidden(inputs, name)
+        per = est.sinkhorn_terms(s, t, mask, options, paired, _step_generator(inputs, s.device))
+        return per.mean(), layer_parts(per, inputs.layer_ids)
+
+    return fn
+
+
+def _gauss_w2(inputs: LossInputs, options: est.GaussW2Options) -> LossOutput:
+    s, t, mask = _hidden(inputs, "gauss_w2")
+    s, t = est.standardize_by_teacher(s, t, mask)
+    per = est.gaussian_w2_per_layer(s, t, mask, options.gauss_eps)
+    return per.mean(), layer_parts(per, inputs.layer_ids)
 
 
 REGISTRY: dict[str, LossSpec] = {}
@@ -283,6 +305,13 @@ for _spec in [
              doc="critic-free sliced Wasserstein distance"),
     LossSpec("wd", _wd, needs_teacher=True, needs_hidden=True, needs_critic=True, options=WDOptions,
              doc="WGAN-GP critics: mean over layers of -E[f(student)] (wd_reduce=sum: the seed study's sum)"),
+    LossSpec("sinkhorn", _sinkhorn(True), needs_teacher=True, needs_hidden=True, options=est.SinkhornOptions,
+             doc="debiased Sinkhorn divergence (GeomLoss) between student and teacher states at the same positions"),
+    LossSpec("sinkhorn_unpaired", _sinkhorn(False), needs_teacher=True, needs_hidden=True,
+             options=est.SinkhornOptions, doc="debiased Sinkhorn divergence, student and teacher states from "
+             "disjoint halves of the positions (only the distributions can match)"),
+    LossSpec("gauss_w2", _gauss_w2, needs_teacher=True, needs_hidden=True, options=est.GaussW2Options,
+             doc="closed-form W2^2 between per-dimension Gaussians (means and stds), standardised units"),
 ]:
     register(_spec)
 
