@@ -128,3 +128,12 @@ def test_critic_estimate_lands_on_pots_exact_w1(penalty):
     assert exact == pytest.approx(shift, rel=0.1)  # the judge itself is right in 2-D
     assert estimate == pytest.approx(exact, rel=0.2)
     assert estimate > exact  # the bias has the predicted sign
+
+
+def test_penalty_default_is_one_sided_and_the_seed_preset_keeps_gp():
+    from Code.arguments import parse_config
+
+    assert parse_config(["--loss", "wd+lm"]).critic.penalty == "lp"
+    assert parse_config(["--preset", "seed_wd"]).critic.penalty == "gp"
+    assert parse_config(["--loss", "wd+lm", "--critic-penalty", "gp", "--critic-pairing", "unpaired"]).critic.pairing \
+        == "unpaired"
