@@ -92,6 +92,10 @@ TRAINING = Knobs([
     K("task", "lm", choices=("lm", "prompt", "dolly"), group=_DATA, env="TASK", section="data",
       help="prompt: prompt/response records (dolly, cnn_dailymail), only the response is scored "
            "(dolly: the same, its old name)"),
+    K("teacher_cache", group=_DATA, env="TEACHER_CACHE", section="data",
+      help="folder (or header) of the teacher's top-k targets for the train split, made once by "
+           "python Code/cache_teacher.py: kd reads them instead of running the teacher (top-k KD with the "
+           "rest as one bucket); hidden-state terms still need the live teacher"),
     # --------------------------------------------------------------------------------- optimisation
     K("micro_batch_size", 8, int, group=_OPT, env="MICRO_BATCH", section="optim", check=at_least(1)),
     K("grad_accum", 1, int, group=_OPT, env="GRAD_ACCUM", section="optim", check=at_least(1)),

@@ -285,6 +285,11 @@ def cross_entropy_rows(student: Tensor, labels: Tensor) -> Tensor:
     return _CrossEntropy.apply(student, labels)
 
 
+def logsumexp_rows(student: Tensor, inv_temp: float = 1.0) -> Tensor:
+    """logsumexp(s / T) per row in fp32, differentiable, without an fp32 copy of the rows (top-k KD's normalizer)."""
+    return _LogSumExp.apply(student, inv_temp)
+
+
 def forward_kl_rows(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """KL(teacher || student) per row at temperature T (not yet scaled by T^2)."""
     return _rows("fkl", student, teacher, temperature)

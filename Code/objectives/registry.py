@@ -23,6 +23,7 @@ from torch import Tensor
 from Code.objectives import estimators as est
 from Code.objectives import hidden as hl
 from Code.objectives import logit as ll
+from Code.objectives import topk_kd as tk
 from Code.objectives.masking import flat_mask, label_mask, masked_mean
 from Code.objectives.options import (
     CosOptions,
@@ -68,6 +69,7 @@ class LossInputs:
     mask: Tensor                                    # (B, T) bool, True = a real position
     student_logits: Tensor | None = None            # (B, T, V)
     teacher_logits: Tensor | None = None
+    teacher_topk: tk.TopKTargets | None = None     # (B, T, k) cached top-k targets, in place of teacher_logits
     student_hidden: list[Tensor] = field(default_factory=list)  # matched layers, (B, T, D_teacher)
     teacher_hidden: list[Tensor] = field(default_factory=list)
     critic: CriticEstimates | None = None
@@ -87,6 +89,7 @@ class LossSpec:
     needs_logits: bool = False
     needs_hidden: bool = False
     needs_critic: bool = False
+    topk_cache: bool = False  # a teacher cache's top-k targets (LossInputs.teacher_topk) can stand in for the teacher
     doc: str = ""
     options: type = NoOptions  # a frozen dataclass; its fields are the term's knobs
 
@@ -144,11 +147,13 @@ class LossPlan:
     needs_critic: bool
 
     @classmethod
-    def from_terms(cls, terms: Sequence[Term]) -> LossPlan:
+    def from_terms(cls, terms: Sequence[Term], cached: bool = False) -> LossPlan:
+        """`cached`: a teacher cache serves the terms marked `topk_cache`, so they need no live teacher."""
         specs = [t.spec for t in terms]
+        live = [s for s in specs if s.needs_teacher and not (cached and s.topk_cache)]
         return cls(terms=tuple(terms),
-                   needs_teacher=any(s.needs_teacher for s in specs),
-                   needs_teacher_logits=any(s.needs_teacher and s.needs_logits for s in specs),
+                   needs_teacher=bool(live),
+                   needs_teacher_logits=any(s.needs_logits for s in live),
                    needs_hidden=any(s.needs_hidden for s in specs),
                    needs_critic=any(s.needs_critic for s in specs))
 
@@ -179,9 +184,25 @@ def _divergence(name: str, rows_fn: Callable[[Tensor, Tensor, Any], Tensor], sca
 
 
 def _kd_rows(s: Tensor, t: Tensor, o: KDOptions) -> Tensor:
-    if o.kd_topk:
-        return ll.topk_kl_rows(s, t, o.temperature, o.kd_topk)
+    if o.kd_topk:  # the teacher's top-k plus one bucket for the rest (topk_kd.py), as a teacher cache gives it
+        return tk.topk_kl_rows(s, tk.topk_targets(t, o.kd_topk, o.temperature).rows())
     return ll.forward_kl_rows(s, t, o.temperature)
+
+
+_kd_live = _divergence("kd", _kd_rows)
+
+
+def _kd(inputs: LossInputs, options: KDOptions) -> LossOutput:
+    """Forward KL; from a teacher cache's top-k targets when the inputs carry them (kd_topk <= the cache's k)."""
+    if inputs.teacher_topk is None:
+        return _kd_live(inputs, options)
+    s, _, labels = _logit_rows(inputs, "kd", teacher=False)
+    targets = inputs.teacher_topk
+    if targets.temperature != options.temperature:
+        raise LossSpecError(f"loss 'kd' at temperature {options.temperature}, but the teacher cache holds targets "
+                            f"at {targets.temperature}: use --temperature {targets.temperature} or rebuild the cache")
+    rows = tk.topk_kl_rows(s, targets.first(options.kd_topk).rows())
+    return masked_mean(rows, label_mask(labels)) * options.temperature**2, {}
 
 
 # ---------------------------------------------------------------------------------------------- hidden
@@ -285,8 +306,8 @@ def register(spec: LossSpec) -> LossSpec:
 
 for _spec in [
     LossSpec("lm", _lm, needs_logits=True, doc="next-token cross-entropy on the labels"),
-    LossSpec("kd", _divergence("kd", _kd_rows), needs_teacher=True, needs_logits=True, options=KDOptions,
-             doc="forward KL(teacher || student) at temperature T, x T^2 (kd_topk: teacher's top-k)"),
+    LossSpec("kd", _kd, needs_teacher=True, needs_logits=True, topk_cache=True, options=KDOptions,
+             doc="forward KL(teacher || student) at temperature T, x T^2 (kd_topk: teacher's top-k + a rest bucket)"),
     LossSpec("rkl", _divergence("rkl", lambda s, t, o: ll.reverse_kl_rows(s, t, o.temperature)),
              needs_teacher=True, needs_logits=True, options=LogitOptions, doc="reverse KL(student || teacher), x T^2"),
     LossSpec("jsd", _divergence("jsd", lambda s, t, o: ll.jsd_rows(s, t, o.temperature, o.jsd_beta)),

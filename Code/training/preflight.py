@@ -32,8 +32,10 @@ from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
 from Code.hub import hub_reachable
 from Code.knobs import ConfigError
 from Code.modeling.generation import prompt_budget
+from Code.objectives.registry import LossPlan
 from Code.training.model_plan import ModelPlan, plan_models
 from Code.training.run_guard import check_same_run, refuse_if_locked
+from Code.training.teacher_targets import open_run_cache
 
 STARTED = ("metrics.jsonl", "checkpoints", "best", "final")  # what a run writes once it has begun
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -202,12 +204,15 @@ def check_run(cfg: RunConfig, world_size: int = 1, *, minillm: bool = False) -> 
     if minillm and task != "prompt":
         raise ConfigError("MiniLLM samples responses to prompts: pass --task prompt (TASK=prompt) with a data dir "
                           "converted by python Code/data_download.py --dataset dolly")
-    needs_teacher = True if minillm else any(t.spec.needs_teacher for t in cfg.losses)
+    # a teacher cache (--teacher-cache) stands in for the teacher's logits: kd alone then needs no teacher
+    needs_teacher = True if minillm else LossPlan.from_terms(cfg.losses, bool(cfg.data.teacher_cache)).needs_teacher
     if cfg.model.no_teacher and needs_teacher and minillm:
         raise ConfigError("MiniLLM needs a teacher (reverse KL to it): drop --no-teacher (NO_TEACHER)")
 
     meta = _data(data_dir)
     models = _models(cfg, meta, needs_teacher)
+    with _one_line():
+        open_run_cache(cfg)  # sizes, data, teacher, seq_len, temperature, k; the arrays' sha256 at setup
     _check_seq_len(seq_len, models)
     train_blocks, train_docs = _split(data_dir, "train", seq_len, task)
     if minillm:

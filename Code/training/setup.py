@@ -102,6 +102,10 @@ def valid_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int,
 
 def as_batch(block: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """A block of seq_len + 1 tokens -> inputs and next-token labels (-100 on prompt targets, task prompt)."""
+    if isinstance(block, dict) and "block" in block:  # a teacher cache's targets ride along (CachedBlocks)
+        batch = as_batch(block["block"], device)
+        batch.update({k: v.to(device, non_blocking=True) for k, v in block.items() if k != "block"})
+        return batch
     if isinstance(block, dict):
         tokens, is_prompt = (block[k].to(device, non_blocking=True) for k in ("tokens", "is_prompt"))
         input_ids, labels = labels_from(tokens, is_prompt)

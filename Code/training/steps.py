@@ -18,11 +18,14 @@ from transformers import GPT2LMHeadModel
 
 from Code.config import RunConfig
 from Code.critic import CriticTrainer
+from Code.data_pipeline.teacher_cache import CachedBlocks
 from Code.modeling.student import DistillStudent
 from Code.objectives.registry import LossInputs, LossPlan, Term, compute_losses, term_values
+from Code.objectives.topk_kd import TopKTargets
 from Code.training.data_stream import endless_batches
 from Code.training.engines import Engine
 from Code.training.setup import Models, as_batch, build_critics, train_loader
+from Code.training.teacher_targets import open_run_cache
 from Code.utils import print0, rank, world_size
 
 
@@ -122,6 +125,7 @@ class DistillStep:
         self.device = torch.device("cpu")
         self.info: dict[str, Any] = {}
         self.tokens_per_step: int | None = None
+        self.cache_temperature = 1.0  # of a teacher cache's targets (for_run sets it)
 
     @classmethod
     def for_run(cls, cfg: RunConfig, models: Models, device: torch.device, tokenizer: Any = None) -> DistillStep:
@@ -139,11 +143,18 @@ class DistillStep:
         step.info = {"loss": cfg.loss_label, "weights": cfg.flags.get("weights"),
                      "layer_map": [list(p) for p in models.layer_map]}
         step.tokens_per_step = cfg.optim.micro_batch_size * cfg.data.seq_len * cfg.optim.grad_accum * world_size()
+        cache = open_run_cache(cfg, verify=True)
+        if cache is not None:  # the teacher's logits come from the cache, by block index: any rank, any order
+            blocks, sampler, kwargs = step.data
+            step.data = (CachedBlocks(blocks, cache), sampler, kwargs)
+            step.plan = LossPlan.from_terms(cfg.losses, cached=True)
+            step.cache_temperature = cache.temperature
+            step.info["teacher_cache"] = str(cache.path)
         return step
 
     @staticmethod
     def needs_teacher(cfg: RunConfig) -> bool:
-        return LossPlan.from_terms(cfg.losses).needs_teacher
+        return LossPlan.from_terms(cfg.losses, cached=bool(cfg.data.teacher_cache)).needs_teacher
 
     def batches_per_epoch(self) -> int:
         _, sampler, kwargs = self._data()
@@ -168,11 +179,14 @@ class DistillStep:
         if plan.needs_teacher:
             t_logits, t_hidden = teacher_features(self.teacher, input_ids, attention_mask, self.teacher_idx,
                                                   plan.needs_teacher_logits, plan.needs_hidden)
+        t_topk = None
+        if "topk_ids" in batch:  # --teacher-cache: the teacher's top-k targets of these blocks
+            t_topk = TopKTargets(batch["topk_vals"], batch["topk_ids"], batch["topk_rest"], self.cache_temperature)
         s_logits, s_hidden = self.engine(input_ids, attention_mask=attention_mask, need_hidden=plan.needs_hidden)
         if plan.needs_critic:
             self.train_critics(t_hidden, s_hidden, mask)
         inputs = LossInputs(labels=labels, mask=mask, student_logits=s_logits, teacher_logits=t_logits,
-                            student_hidden=s_hidden, teacher_hidden=t_hidden, critic=self.critics,
+                            teacher_topk=t_topk, student_hidden=s_hidden, teacher_hidden=t_hidden, critic=self.critics,
                             layer_ids=self.layer_ids, seed=self.seed, step=step)
         total, parts = compute_losses(plan.terms, inputs)
         probes: dict[str, Tensor] = {}
