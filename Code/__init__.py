@@ -8,3 +8,9 @@ from pathlib import Path
 
 CODE_DIR = Path(__file__).resolve().parent  # where data/, output/ and ds_config_bf16.json live
 REPO = CODE_DIR.parent
+
+# `python <checkout>/Code/x.py` (and every rank a launcher starts) must run this checkout's code, not the one
+# `pip install -e` registered: one error line otherwise (Code/origin.py).
+from Code.origin import check_entry  # noqa: E402
+
+check_entry()

@@ -30,23 +30,51 @@ if [[ "${SKIP_CHECK:-0}" != "1" ]]; then
 fi
 
 # All visible GPUs by default; with none, NUM_GPUS counts CPU ranks (1 unless set).
-if [[ -z "${NUM_GPUS:-}" ]]; then
-  NUM_GPUS=$(python3 -c "import torch; print(torch.cuda.device_count() or 1)")
-fi
+gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+NUM_GPUS="${NUM_GPUS:-$(( gpus > 0 ? gpus : 1 ))}"
+# Without a GPU, every process DeepSpeed starts warns that it fell back to the CPU: name the CPU up front
+# instead (VERBOSE=1 leaves DeepSpeed's detection, and every library's own lines, as they are).
+if [[ "$gpus" == "0" && "${VERBOSE:-0}" != "1" ]]; then export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"; fi
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+# One node: an unset MASTER_PORT is a free port picked now; a busy one is one error line (not 40 lines of
+# rendezvous traceback). Several nodes share the port set for them (29500 unless set).
+if [[ -z "${HOSTFILE:-}" && "${NNODES:-1}" == "1" ]]; then
+  MASTER_PORT="$(python3 -m Code.training.env_faults port "${MASTER_PORT:-}")" || exit 2
+fi
 MASTER_PORT="${MASTER_PORT:-29500}"
 
 if [[ "$LAUNCHER" == "torchrun" ]]; then
   nodes=(--nnodes "${NNODES:-1}" --node_rank "${NODE_RANK:-0}")
-  exec torchrun --nproc_per_node "$NUM_GPUS" "${nodes[@]}" --master_addr "$MASTER_ADDR" \
-    --master_port "$MASTER_PORT" "$TRAIN" "${flags[@]}" "$@"
+  cmd=(torchrun --nproc_per_node "$NUM_GPUS" "${nodes[@]}" --master_addr "$MASTER_ADDR" \
+    --master_port "$MASTER_PORT" "$TRAIN" "${flags[@]}" "$@")
 elif [[ -n "${HOSTFILE:-}" ]]; then
   # Multi-node: the hostfile lists "host slots=N" per node. With NO_SSH=1 start this same command on
   # every node with its NODE_RANK (no passwordless ssh needed); otherwise node 0 starts the others.
   ssh=()
   if [[ "${NO_SSH:-0}" == "1" ]]; then ssh=(--no_ssh --node_rank "${NODE_RANK:-0}"); fi
-  exec deepspeed --hostfile "$HOSTFILE" "${ssh[@]}" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-    "$TRAIN" "${flags[@]}" "$@"
+  cmd=(deepspeed --hostfile "$HOSTFILE" "${ssh[@]}" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+    "$TRAIN" "${flags[@]}" "$@")
 else
-  exec deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" "$TRAIN" "${flags[@]}" "$@"
+  cmd=(deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" "$TRAIN" "${flags[@]}" "$@")
 fi
+
+# Clean stops (Code/training/stops.py). Not `exec`: DeepSpeed's runner dies of a SIGTERM without passing it on,
+# leaving the ranks training as orphans. The launcher and its ranks run as one job in their own process
+# group; a SIGTERM or SIGINT to this script is forwarded to all of it as SIGTERM: every rank saves at the next
+# step boundary, prints the step and the resume command, and this script exits 143 (SIGTERM) or 130 (Ctrl-C).
+# (DeepSpeed's launcher gives the ranks 30 s after the signal before it kills them.) The ranks' stderr goes
+# through Code/training/launch_output.py: nothing after our own `error:` line, none of the launcher's noise.
+export DISTILL_LAUNCH_SCRIPT="${DISTILL_LAUNCH_SCRIPT:-$0}"  # named by the resume hint
+set +e
+# shellcheck disable=SC2016  # $@ and PIPESTATUS belong to the inner shell
+setsid bash -c '{ "$@" 2>&1 1>&3 3>&- | python3 -m Code.training.launch_output >&2 3>&-
+  exit "${PIPESTATUS[0]}"; } 3>&1 | python3 -m Code.training.launch_output; exit "${PIPESTATUS[0]}"' launch "${cmd[@]}" &
+job=$!
+stopped=""
+forward() { stopped="$1"; kill -s TERM -- "-$job" 2>/dev/null; }
+trap 'forward 143' TERM
+trap 'forward 130' INT
+while kill -0 "$job" 2>/dev/null; do wait "$job"; done  # a trapped signal interrupts `wait`: wait again
+wait "$job"
+rc=$?
+exit "${stopped:-$rc}"

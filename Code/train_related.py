@@ -21,17 +21,27 @@ def main(argv: list[str] | None = None, step_type: type | None = None) -> None:
     if "--check" in argv:  # before the heavy imports below: the launcher runs this on every start
         sys.exit(run_check(argv))
     from Code.arguments import parse_config
+    from Code.training.env_faults import disk_message, keep_write_errors
     from Code.training.steps import DistillStep
     from Code.training.trainer import Trainer, single_process_env
     from Code.utils import fail, rank, world_size
 
     single_process_env()
+    keep_write_errors()
+    cfg = None
     try:
-        Trainer(parse_config(argv), step_type or DistillStep).run()
-    except (ValueError, FileNotFoundError) as exc:
+        cfg = parse_config(argv)
+        code = Trainer(cfg, step_type or DistillStep).run()  # 0 trained; 143/130 stopped by a signal, saved
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        message = str(exc)
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            message = disk_message(exc, cfg.out_dir if cfg else ".") if cfg else None
+            if message is None:
+                raise
         if os.environ.get("DISTILL_DEBUG"):
             raise
-        fail(f"[rank {rank()}] {exc}" if world_size() > 1 else str(exc))
+        fail(f"[rank {rank()}] {message}" if world_size() > 1 else message)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

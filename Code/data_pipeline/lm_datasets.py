@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +57,81 @@ def open_split(data_dir: str | Path, split: str) -> IndexedDataset:
     return ds
 
 
+PAD_MULTIPLE = 128  # an embedding table padded up to a multiple of this (GPT-2: 50,257 ids -> 50,304) is fine
+
+
 def check_vocab(meta: dict, model_vocab_size: int, what: str = "model") -> None:
-    """Refuse, before any work, a model whose vocabulary cannot embed every id of the data."""
+    """Refuse, before any work, a model whose vocabulary is not the data's tokenizer's, both ways: one that
+    cannot embed every id of the data, and one with more ids than the tokenizer has beyond the padding rule (a
+    table of at most the tokenizer's size rounded up to a multiple of PAD_MULTIPLE): a model trained with
+    another tokenizer reads every id as another token (a 50,257-id teacher over 4,096-id data trains and
+    scores, meaninglessly)."""
     vocab, eos = int(meta["vocab_size"]), int(meta["eos_id"])
-    if vocab > model_vocab_size or not 0 <= eos < model_vocab_size:
+    padded = -(-vocab // PAD_MULTIPLE) * PAD_MULTIPLE
+    if vocab > model_vocab_size or not 0 <= eos < model_vocab_size or model_vocab_size > padded:
         raise VocabMismatchError(
             f"the data's tokenizer ({meta.get('tokenizer', '?')}) has {vocab} tokens (eos {eos}) but the {what} "
-            f"has {model_vocab_size}: convert the data with the {what}'s tokenizer or use a matching {what}"
+            f"has {model_vocab_size} (a model may only pad the tokenizer's size up to a multiple of "
+            f"{PAD_MULTIPLE}, here {padded}): convert the data with the {what}'s tokenizer or use a matching {what}"
         )
+
+
+CHECKED = ".verified.json"  # beside meta.json: the files already hashed and scanned, by size and mtime
+
+
+def _file_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def check_data(data_dir: str | Path, model_vocab_sizes: list[int] | tuple[int, ...] = (),
+               splits: list[str] | None = None) -> None:
+    """Every split's `.bin` matches meta.json's sha256 and holds no token id the models cannot embed.
+
+    The largest id is one np.max over the memmap; the sha256 reads each file once. Both results are cached
+    in `<data_dir>/.verified.json` under the file's size and mtime (when the folder is writable), so a start
+    after the first re-reads nothing (measured in bench/faults.py's output: hash and scan time per MB)."""
+    from Code.utils import atomic_write_json
+
+    data_dir = Path(data_dir)
+    meta = load_meta(data_dir)
+    try:
+        cache = json.loads((data_dir / CHECKED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    changed = False
+    for split, info in meta.get("splits", {}).items():
+        if splits is not None and split not in splits:
+            continue
+        path = data_dir / f"{split}.bin"
+        if not path.is_file():
+            raise DataNotFoundError(f"{path} is missing but {data_dir / META} lists split {split!r}: {HOW}")
+        key = _file_key(path)
+        known = cache.get(split) if isinstance(cache.get(split), dict) else {}
+        if known.get("key") != key:
+            import hashlib
+
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 22):
+                    digest.update(block)
+            tokens = open_split(data_dir, split).tokens
+            known = {"key": key, "sha256": digest.hexdigest(), "max_id": int(np.max(tokens)) if len(tokens) else -1}
+            cache[split], changed = known, True
+        want = info.get("sha256")
+        if want and known["sha256"] != want:
+            raise DataNotFoundError(f"{path} does not match the sha256 in {data_dir / META} (changed or damaged "
+                                    "since it was converted): re-run the conversion with --overwrite")
+        for size in model_vocab_sizes:
+            if known["max_id"] >= size:
+                raise VocabMismatchError(f"{path} holds token id {known['max_id']}, beyond the vocabulary of {size} "
+                                         f"ids: the file does not match {data_dir / META}'s tokenizer; re-run the "
+                                         "conversion with --overwrite")
+    if changed and os.access(data_dir, os.W_OK):
+        try:
+            atomic_write_json(data_dir / CHECKED, cache)
+        except OSError:
+            pass  # a cache only: a full or read-only disk just means hashing again next time
 
 
 def _stream(data_or_tokens) -> np.ndarray | torch.Tensor:

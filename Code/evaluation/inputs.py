@@ -67,7 +67,7 @@ def token_stream(source: SourceConfig, data_dir: str | None, tokenizer, vocab_si
     """The 1-D int64 token array to score (capped by --max-tokens) and a description of its source."""
     import numpy as np
 
-    from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
+    from Code.data_pipeline.lm_datasets import check_data, check_vocab, load_meta, open_split
 
     if source.text_file:
         path = Path(source.text_file)
@@ -80,6 +80,7 @@ def token_stream(source: SourceConfig, data_dir: str | None, tokenizer, vocab_si
         meta = load_meta(data_dir)
         for what, size in vocab_sizes.items():
             check_vocab(meta, size, what)
+        check_data(data_dir, list(vocab_sizes.values()), splits=[source.split])  # digest; largest id both ways
         tokens = open_split(data_dir, source.split).tokens
         described = f"{data_dir} split {source.split}"
     if source.max_tokens:

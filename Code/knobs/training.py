@@ -188,6 +188,9 @@ TRAINING = Knobs([
       check=at_least(1)),
     K("save_interval", 500, int, group=_LOG, env="SAVE_INTERVAL", section="log", check=at_least(1)),
     K("keep_checkpoints", 2, int, group=_LOG, section="log", check=at_least(1)),
+    K("save_every_minutes", 10.0, float, group=_LOG, env="SAVE_EVERY_MINUTES", section="log", check=at_least(0),
+      help="also save a checkpoint when this many minutes passed since the last save (bounds what a hard kill "
+           "loses; SIGTERM/Ctrl-C save anyway); 0 = off"),
     K("no_tensorboard", False, switch=True, group=_LOG, section="log", field="tensorboard", to_config=_not),
     K("no_progress", False, switch=True, help="plain log lines instead of a bar", group=_LOG, section="log",
       field="progress", to_config=_not),

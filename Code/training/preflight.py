@@ -28,7 +28,7 @@ from Code.cli import first_line
 from Code.config import RunConfig
 from Code.data_pipeline.instruction_data import HOW as PROMPT_HOW
 from Code.data_pipeline.instruction_data import prompt_lengths
-from Code.data_pipeline.lm_datasets import check_vocab, load_meta, open_split
+from Code.data_pipeline.lm_datasets import check_data, check_vocab, load_meta, open_split
 from Code.hub import hub_reachable
 from Code.knobs import ConfigError
 from Code.modeling.generation import prompt_budget
@@ -211,6 +211,8 @@ def check_run(cfg: RunConfig, world_size: int = 1, *, minillm: bool = False) -> 
 
     meta = _data(data_dir)
     models = _models(cfg, meta, needs_teacher)
+    with _one_line():  # the files match meta.json's digests; no token id beyond either model's vocabulary
+        check_data(data_dir, [c.vocab_size for c in (models.teacher, models.student) if c is not None])
     with _one_line():
         open_run_cache(cfg)  # sizes, data, teacher, seq_len, temperature, k; the arrays' sha256 at setup
     _check_seq_len(seq_len, models)

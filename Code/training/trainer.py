@@ -10,10 +10,14 @@ messages all name the optimizer step being taken or just completed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import shlex
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,15 +28,20 @@ from tqdm import tqdm
 from Code.config import RunConfig
 from Code.data_pipeline.tokenization import load_tokenizer
 from Code.objectives.registry import NonFiniteLossError
+from Code.origin import code_state
+from Code.run_folder import newest_whole
 from Code.training.checkpointing import resume_training, save_hf_folder, save_training_state
 from Code.training.engines import Engine, init_distributed, make_engine
+from Code.training.env_faults import disk_message, folder_bytes
 from Code.training.metrics_log import MetricsLog, mean_over_ranks
 from Code.training.preflight import check_run, check_run_dir
+from Code.training.run_guard import record_start, release_lock, take_lock
 from Code.training.selection import Selection
 from Code.training.setup import build_models, valid_loader
 from Code.training.steps import Step, StepOutput
+from Code.training.stops import StopWatch
 from Code.training.validation import evaluate_lm
-from Code.utils import atomic_write_json, barrier, is_main, pick_device, print0, rank, seed_everything, world_size
+from Code.utils import barrier, is_main, pick_device, print0, quiet_third_party, rank, seed_everything, world_size
 
 
 def single_process_env() -> None:
@@ -46,25 +55,43 @@ def single_process_env() -> None:
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
-    """Refuse to mix into a started run (unless --resume/--overwrite); clear it on --overwrite; args.json."""
+    """Refuse to mix into a started run (unless --resume/--overwrite) or into a live one (the lock, taken here
+    by rank 0 once every rank has passed the checks); clear it on --overwrite; args.json (or, on a resume,
+    a line in resumes.jsonl)."""
     out = cfg.out_dir
     check_run_dir(out, cfg.resume, cfg.overwrite)
-    if cfg.overwrite and is_main():
-        for name in ("checkpoints", "best", "final", "tensorboard", "eval"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
     barrier()
     if is_main():
-        atomic_write_json(out / "args.json", cfg.flags)
+        take_lock(out, say=print0)
+        if cfg.overwrite:
+            for name in ("checkpoints", "best", "final", "tensorboard", "eval"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+            (out / "args.json").unlink(missing_ok=True)
+        record_start(out, cfg.flags, world_size(), cfg.resume, code_state())
+    barrier()
     return out
 
 
-def train_micro_batch(engine: Engine, step_obj: Step, batch: Any, step: int, micro: int) -> StepOutput:
-    """One micro-batch: the step's loss, backward, the engine's (accumulating) step; `parts["loss"]` added."""
+def resume_command() -> str:
+    """What the user types to continue this run: the launcher with RESUME=1, or this command with --resume."""
+    script = os.environ.get("DISTILL_LAUNCH_SCRIPT")
+    if script:
+        return f"RESUME=1 bash {script} (with the same variables)"
+    argv = [a for a in sys.argv if a != "--resume"]
+    return shlex.join(["python", *argv, "--resume"])
+
+
+def train_micro_batch(engine: Engine, step_obj: Step, batch: Any, step: int, micro: int,
+                      ckpt_root: Path | None = None) -> StepOutput:
+    """One micro-batch: the step's loss, backward, the engine's (accumulating) step; `parts["loss"]` added.
+    A non-finite loss is one line naming the step and the checkpoint in `ckpt_root` to go back to."""
     try:
         out = step_obj.compute(batch, step, micro)
     except NonFiniteLossError as exc:
-        raise ValueError(f"step {step}: {exc}") from exc
+        # the registry's message says nothing of checkpoints any more than it knows them: this hint names one
+        said = str(exc).replace(" (the last good checkpoint is unaffected)", "")
+        raise ValueError(f"step {step}: {said}{nonfinite_hint(ckpt_root)}") from exc
     engine.backward(out.loss)
     engine.step()
     step_obj.after_update()
@@ -72,9 +99,20 @@ def train_micro_batch(engine: Engine, step_obj: Step, batch: Any, step: int, mic
     return out
 
 
+def nonfinite_hint(ckpt_root: Path | None) -> str:
+    """The checkpoint a NaN run can go back to: the newest whole one that really exists (verified), or none."""
+    if ckpt_root is None:
+        return ""
+    tag = newest_whole(ckpt_root)
+    return (f"; the newest whole checkpoint is {Path(ckpt_root) / tag} (--resume goes back to it)" if tag
+            else "; no whole checkpoint was saved yet")
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, step_type: Any) -> None:
-        init_distributed(cfg.optim.launcher)
+        quiet_third_party(cfg.log.verbose)
+        with contextlib.redirect_stdout(io.StringIO()) if not cfg.log.verbose else contextlib.nullcontext():
+            init_distributed(cfg.optim.launcher)  # DeepSpeed prints "... shm_comm_op built successfully" here
         self.cfg = cfg
         self.device = pick_device("auto")
         seed_everything(cfg.seed)
@@ -105,13 +143,15 @@ class Trainer:
                      "data_dir": str(Path(cfg.data.data_dir).resolve()), "seq_len": cfg.data.seq_len,
                      "task": cfg.data.task, **self.step.info}
         self.log = MetricsLog(self.out, tensorboard=cfg.log.tensorboard) if is_main() else None
+        self.stops = StopWatch(cfg.log.save_every_minutes, world_size(), self.device)
 
     @property
     def ckpt_root(self) -> Path:
         return self.out / "checkpoints"
 
-    def run(self) -> None:
-        """Steps `done+1 .. total`: micro-batches, then log / evaluate / save when due; final/ at the end."""
+    def run(self) -> int:
+        """Steps `done+1 .. total`: micro-batches, then log / evaluate / save when due; final/ at the end.
+        Returns the exit code: 0 when trained, 143/130 when a signal stopped it after a save (stops.py)."""
         cfg, accum = self.cfg, self.cfg.optim.grad_accum
         print0(f"run {self.out}: {self.total_steps} steps, loss {self.step.info['loss']}, student "
                f"{sum(p.numel() for p in self.models.student.parameters()) / 1e6:.1f}M params, {world_size()} "
@@ -125,22 +165,44 @@ class Trainer:
         self.count, self.tokens, self.t_last, start = 0, 0, time.perf_counter(), time.perf_counter()
         self.t_start = start
         self.engine.train()  # a student loaded from a checkpoint arrives in eval mode: dropout on from step 1
-        for step in range(self.done + 1, self.total_steps + 1):
-            for micro in range(accum):
-                self.micro_step(next(batches), step, micro)
-            self.bar.update(1)
-            last = step == self.total_steps
-            if step % cfg.log.log_interval == 0 or last:
-                self.log_train(step)
-            if step % cfg.log.eval_interval == 0 or last:
-                self.evaluate(step)
-            if step % cfg.log.save_interval == 0 or last:
-                self.save(step)
+        self.stops.install()
+        try:
+            for step in range(self.done + 1, self.total_steps + 1):
+                for micro in range(accum):
+                    self.micro_step(next(batches), step, micro)
+                self.bar.update(1)
+                last = step == self.total_steps
+                if step % cfg.log.log_interval == 0 or last:
+                    self.log_train(step)
+                if step % cfg.log.eval_interval == 0 or last:
+                    self.evaluate(step)
+                saved = step % cfg.log.save_interval == 0 or last
+                if saved:
+                    self.save(step)
+                stop, due = self.stops.poll()  # every rank the same answer: all save, or stop, together
+                if (stop or due) and not saved:
+                    self.save(step)
+                if stop and not last:
+                    return self.stopped(step)
+            self.bar.close()
+            self.finish(time.perf_counter() - start)
+        finally:
+            self.stops.uninstall()
+            if is_main():
+                release_lock(self.out)
+        return 0
+
+    def stopped(self, step: int) -> int:
+        """After a signal: the checkpoint of `step` is saved; one line with the resume command; the exit code."""
         self.bar.close()
-        self.finish(time.perf_counter() - start)
+        if self.log is not None:
+            self.log.close()
+        print0(f"stopped by {self.stops.signal_name} at step {step}/{self.total_steps}: checkpoint "
+               f"{self.ckpt_root / f'step{step}'} saved; resume with: {resume_command()}")
+        return self.stops.exit_code
 
     def micro_step(self, batch: Any, step: int, micro: int) -> None:
-        out = train_micro_batch(self.engine, self.step, batch, step, micro)
+        out = train_micro_batch(self.engine, self.step, batch, step, micro, self.ckpt_root)
         for k, v in out.parts.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         if out.probes:
@@ -185,9 +247,18 @@ class Trainer:
 
     def save(self, step: int) -> None:
         state = {"torch_rng": torch.get_rng_state(), **self.step.state_dict()}
-        save_training_state(self.engine, self.ckpt_root, step, {"step": step, "best_val": self.best,
-                            "train_time_s": self.time_before + time.perf_counter() - self.t_start}, state,
-                            keep=self.cfg.log.keep_checkpoints)
+        try:
+            save_training_state(self.engine, self.ckpt_root, step, {"step": step, "best_val": self.best,
+                                "train_time_s": self.time_before + time.perf_counter() - self.t_start}, state,
+                                keep=self.cfg.log.keep_checkpoints)
+        except (OSError, RuntimeError) as exc:  # a full disk: drop the partial step folder, say so in one line
+            tag = newest_whole(self.ckpt_root)
+            message = disk_message(exc, self.ckpt_root, folder_bytes(self.ckpt_root / tag) if tag else None)
+            if message is None:
+                raise
+            shutil.rmtree(self.ckpt_root / f"step{step}", ignore_errors=True)
+            raise ValueError(message) from None
+        self.stops.saved()
         self.t_last = time.perf_counter()
 
     def finish(self, train_time_s: float) -> None:
