@@ -25,11 +25,13 @@ def _mb(n: int | None) -> str:
 
 
 def layers_table(layers: Sequence[dict]) -> list[str]:
-    lines = ["| student layer | teacher layer | sliced WD | CKA | MSE | normalised MSE |", "|---|---|---|---|---|---|"]
+    lines = ["| student layer | teacher layer | sliced WD | exact W1 (std units) | CKA | MSE | normalised MSE |",
+             "|---|---|---|---|---|---|---|"]
     for row in layers:
         lines.append(
             f"| {row['student_layer']} | {row['teacher_layer']} | {_fmt(row.get('sliced_wd'))} | "
-            f"{_fmt(row.get('cka'))} | {_fmt(row.get('mse'))} | {_fmt(row.get('mse_normalized'))} |"
+            f"{_fmt(row.get('exact_w1'))} | {_fmt(row.get('cka'))} | {_fmt(row.get('mse'))} | "
+            f"{_fmt(row.get('mse_normalized'))} |"
         )
     return lines
 
