@@ -16,6 +16,8 @@ Cases (each distillation case also has the `lm` term, so the student's own work 
       only; body + lm_head), student forward + cross-entropy + backward + optimizer step, with the engine
   lm, mse, wd, kd   `--loss lm`, `mse+lm`, `wd+lm` (n_critic critic updates), `kd+lm` via distill_forward;
       overhead_ratio = median over rounds of (its step time / its neighbouring bare step time)
+  wd_gp, wd_unpaired, swd, sinkhorn, sinkhorn_blur5, sinkhorn_unpaired, gauss_w2   issue 21's estimators
+      (`--cases` picks them): the critic with the two-sided penalty / unpaired samples, and the critic-free terms
   peer   the same MSE distillation (`mse+lm`) as a typical Hugging Face `Trainer` with a custom
       `compute_loss` (output_hidden_states=True on both models, the teacher in fp32 on the same device);
       speedup_vs_peer = median over rounds of (peer's overhead ratio / mse's overhead ratio)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -70,7 +73,16 @@ CASES = {  # name -> (--loss spec, bare case it contains)
     "mse": ("mse+lm", "bare/teacher-hidden"),
     "wd": ("wd+lm", "bare/teacher-hidden"),
     "kd": ("kd+lm", "bare/teacher-logits"),
+    # issue 21's estimators beside the critic (`wd` runs the default critic, one-sided LP)
+    "wd_gp": ("wd+lm", "bare/teacher-hidden"),
+    "wd_unpaired": ("wd+lm", "bare/teacher-hidden"),
+    "swd": ("swd+lm", "bare/teacher-hidden"),
+    "sinkhorn": ("sinkhorn+lm", "bare/teacher-hidden"),
+    "sinkhorn_blur5": ("sinkhorn[sinkhorn_blur=5]+lm", "bare/teacher-hidden"),
+    "sinkhorn_unpaired": ("sinkhorn_unpaired+lm", "bare/teacher-hidden"),
+    "gauss_w2": ("gauss_w2+lm", "bare/teacher-hidden"),
 }
+CRITIC_VARIANTS = {"wd_gp": {"penalty": "gp"}, "wd_unpaired": {"pairing": "unpaired"}}  # case -> CriticConfig fields
 
 
 # ---------------------------------------------------------------------------------------------- FLOPs
@@ -225,7 +237,10 @@ class Setup:
             critics = build_critics(cfg.critic, len(self.layer_map), dim, 1_000_000, cfg.seed, device)
             for name, (spec, _) in CASES.items():  # one step per case over the same engine and critics
                 terms = tuple(parse_losses(spec, None, defaults=cfg.flags))
-                step = DistillStep(self.teacher, model, self.layer_map, terms, cfg.seed, lambda _n: critics)
+                own = critics if name not in CRITIC_VARIANTS else build_critics(
+                    dataclasses.replace(cfg.critic, **CRITIC_VARIANTS[name]), len(self.layer_map), dim, 1_000_000,
+                    cfg.seed, device)
+                step = DistillStep(self.teacher, model, self.layer_map, terms, cfg.seed, lambda _n, c=own: c)
                 step.bind(self.engine, 1_000_000)
                 self.steps[name] = step
         self.step_no = 0
@@ -401,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-samples", type=int, help="positions the critics see per step (project default)")
     p.add_argument("--rounds", type=int, help="interleaved timing rounds (default 3)")
     p.add_argument("--steps", type=int, help="timed steps per case per round (default 1)")
-    p.add_argument("--cases", default="lm,mse,wd,kd", help="comma list of lm, mse, wd, kd")
+    p.add_argument("--cases", default="lm,mse,wd,kd", help=f"comma list of {', '.join(CASES)}")
     p.add_argument("--no-peer", action="store_true", help="skip the Hugging Face Trainer peer")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
