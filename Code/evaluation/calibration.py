@@ -11,10 +11,11 @@ and in raw units, beside the MSE gradient of the real student.
 Everything is in the critic's coordinates: per layer and dimension standardised by the teacher's mean and
 std (the critic standardises its own inputs the same way; the judges get `standardize_by_teacher`).
 
-    python -m Code.evaluation.calibration STATES.pt [--updates 100,500,2000] [--out calibration.json]
+    python -m Code.evaluation.calibration --teacher T --student S --data-dir D [--layer-map M] [--tokens 8192]
+    python -m Code.evaluation.calibration --states STATES.pt [--updates 100,500,2000] [--out calibration.json]
 
-where STATES.pt holds {"teacher": (L, N, D), "student": (L, N, D)} (e.g. from
-`Code.evaluation.passes.collect_hidden`, stacked over the matched layers).
+The first collects the states itself (the validation split's first --tokens positions, the run's layer map
+rule: `--layer-map`, else spread evenly); the second reads {"teacher": (L, N, D), "student": (L, N, D)}.
 """
 
 from __future__ import annotations
@@ -161,9 +162,34 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def states_from_models(teacher_path: str | Path, student_path: str | Path, data_dir: str | Path,
+                       layer_map: str | None, tokens: int, seq_len: int = 128) -> tuple[Tensor, Tensor]:
+    """Raw (teacher, student) states `(L, N, D)` at the matched layers over the first `tokens` positions of the
+    validation split (whole blocks of `seq_len`), both models in eval mode."""
+    from Code.data_pipeline.instruction_data import task_blocks
+    from Code.evaluation.passes import collect_hidden
+    from Code.modeling.layer_map import resolve_layer_map
+    from Code.modeling.loading import load_student, load_teacher
+
+    teacher, student = load_teacher(teacher_path), load_student(student_path).eval()
+    pairs, _ = resolve_layer_map(layer_map, None, student.config.n_layer, teacher.config.n_layer)
+    blocks = task_blocks(data_dir, "valid", seq_len, "lm")
+    n_blocks = min(len(blocks), -(-tokens // seq_len))
+    ids = torch.stack([blocks[i][:-1] for i in range(n_blocks)])
+    batches = list(ids.split(8))
+    t = collect_hidden(teacher, batches, [tt for _, tt in pairs], progress=False)
+    s = collect_hidden(student, batches, [ss for ss, _ in pairs], progress=False)
+    return torch.stack(t), torch.stack(s)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("states", type=Path, help='a torch file {"teacher": (L, N, D), "student": (L, N, D)}')
+    p.add_argument("--states", type=Path, help='a torch file {"teacher": (L, N, D), "student": (L, N, D)}')
+    p.add_argument("--teacher", help="teacher folder (save_pretrained); with --student and --data-dir")
+    p.add_argument("--student", help="student folder (a run's best/ or final/)")
+    p.add_argument("--data-dir", help="prepared data; its valid split gives the positions")
+    p.add_argument("--layer-map", help="student hidden -> teacher hidden, as training's flag (default: uniform)")
+    p.add_argument("--tokens", type=int, default=8192, help="positions collected (at least 4 x --samples)")
     p.add_argument("--updates", default="100,500,2000", help="comma list of critic update counts")
     p.add_argument("--samples", type=int, default=1024, help="positions per set (the file needs 4x)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
@@ -175,8 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [v for v in variants if v not in VARIANTS]
         if unknown or not updates or min(updates) < 1:
             raise ValueError(f"unknown variants {unknown}" if unknown else "updates must be positive")
-        states = torch.load(a.states, map_location="cpu", weights_only=True)
-        teacher, student = states["teacher"].float(), states["student"].float()
+        if a.states is not None:
+            states = torch.load(a.states, map_location="cpu", weights_only=True)
+            teacher, student = states["teacher"].float(), states["student"].float()
+        elif a.teacher and a.student and a.data_dir:
+            teacher, student = states_from_models(a.teacher, a.student, a.data_dir, a.layer_map, a.tokens)
+        else:
+            raise ValueError("give --states FILE, or --teacher, --student and --data-dir")
         result = calibrate(teacher, student, CalibrationSetup(updates=updates, samples=a.samples, variants=variants))
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         print(f"error: calibration: {str(exc).splitlines()[0]} (check the states file and the flags)", file=sys.stderr)

@@ -53,9 +53,26 @@ def test_command_writes_json_and_refuses_bad_input(tmp_path, capsys):
     states = tmp_path / "states.pt"
     torch.save({"teacher": teacher, "student": student}, states)
     out = tmp_path / "cal.json"
-    assert main([str(states), "--updates", "5", "--samples", "64", "--variants", "lp", "--out", str(out)]) == 0
+    args = ["--states", str(states), "--updates", "5", "--samples", "64", "--variants", "lp", "--out", str(out)]
+    assert main(args) == 0
     assert json.loads(out.read_text())["pairs"]["student"]["critics"]["lp"]["readings"][0]["updates"] == 5
-    assert main([str(states), "--samples", "4096", "--updates", "5"]) == 2  # too few positions
+    assert main(["--states", str(states), "--samples", "4096", "--updates", "5"]) == 2  # too few positions
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
-    assert main([str(states), "--variants", "nope"]) == 2
+    assert main(["--states", str(states), "--variants", "nope"]) == 2
+    assert main(["--updates", "5"]) == 2  # no states and no models
+
+
+@pytest.mark.integration
+def test_command_collects_states_from_a_teacher_and_a_student(tmp_path):
+    from tests.support.tiny_setup import REPO, make_data, make_teacher
+
+    data = make_data(REPO.parent / "shared" / "corpus", tmp_path / "data")
+    teacher = make_teacher(tmp_path / "teacher", n_layer=4)
+    student = make_teacher(tmp_path / "student", n_layer=2, seed=1)
+    out = tmp_path / "cal.json"
+    args = ["--teacher", str(teacher), "--student", str(student), "--data-dir", str(data), "--tokens", "512",
+            "--samples", "128", "--updates", "5", "--variants", "lp", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["layers"] == 2 and result["samples"] == 128  # uniform map: student 1, 2 -> teacher 2, 4
