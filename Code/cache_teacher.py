@@ -51,6 +51,7 @@ def run(ns: argparse.Namespace) -> Path:
     """Write (or finish) the cache; the header's path."""
     import numpy as np
     import torch
+    import transformers
 
     from Code.data_pipeline import teacher_cache as tc
     from Code.data_pipeline.lm_datasets import LMBlocks, check_vocab, load_meta, open_split
@@ -62,6 +63,11 @@ def run(ns: argparse.Namespace) -> Path:
         if getattr(ns, need) is None:
             raise ConfigError(f"--{need.replace('_', '-')} is required (see --help)")
     CACHE_TEACHER.check(ns)
+    out_dir = Path(ns.out_dir or ns.data_dir)
+    done = out_dir / f"{tc.cache_name(ns.split, ns.seq_len, ns.top_k)}.json"
+    if done.exists() and not ns.overwrite:  # before loading anything
+        raise ConfigError(f"{done} already exists: pass --overwrite to rebuild it")
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars: one error line means one line
     meta = load_meta(ns.data_dir)
     blocks = LMBlocks(open_split(ns.data_dir, ns.split), ns.seq_len)
     device = pick_device(ns.device)
@@ -75,7 +81,7 @@ def run(ns: argparse.Namespace) -> Path:
     k = min(ns.top_k, vocab)
     identity = {"split": ns.split, "temperature": ns.temperature, "data": tc.data_identity(ns.data_dir, ns.split),
                 "teacher": tc.teacher_identity(ns.teacher), "teacher_dtype": "bf16" if bf16 else "fp32"}
-    writer = tc.CacheWriter(ns.out_dir or ns.data_dir, tc.cache_name(ns.split, ns.seq_len, k), len(blocks),
+    writer = tc.CacheWriter(out_dir, tc.cache_name(ns.split, ns.seq_len, k), len(blocks),
                             ns.seq_len, k, ns.values_dtype, vocab, identity, overwrite=ns.overwrite)
     if writer.done:
         print(f"resuming: {writer.done} of {len(blocks)} blocks already cached", flush=True)
