@@ -40,6 +40,20 @@ def barrier() -> None:
         dist.barrier()
 
 
+def quiet_third_party(verbose: bool = False) -> None:
+    """Third-party chatter off unless `verbose` (`--verbose`, `VERBOSE=1`): the hub's and transformers'
+    progress bars ("Loading weights", "Writing model shards", drawn over our own bar) and transformers' info
+    and warning logs. Our own bars and lines, and every error, still print."""
+    if verbose:
+        return
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def print0(*args: Any, **kwargs: Any) -> None:
     if is_main():
         print(*args, **kwargs, flush=True)

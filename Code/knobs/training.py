@@ -194,6 +194,9 @@ TRAINING = Knobs([
     K("no_tensorboard", False, switch=True, group=_LOG, section="log", field="tensorboard", to_config=_not),
     K("no_progress", False, switch=True, help="plain log lines instead of a bar", group=_LOG, section="log",
       field="progress", to_config=_not),
+    K("verbose", False, switch=True, group=_LOG, env="VERBOSE", section="log",
+      help="let the libraries talk too: DeepSpeed's launcher and accelerator lines, transformers' and the hub's "
+           "progress bars and info logs (off by default: they break the progress bar)"),
     # ----------------------------------------------------- where to run (a study keeps these from its caller)
     K("launcher", "deepspeed", choices=("deepspeed", "torchrun"), group=WHERE, env="LAUNCHER", section="optim",
       help="deepspeed engine, or plain PyTorch DDP with autocast (torchrun)"),
