@@ -92,6 +92,15 @@ class Knob:
         return f'flag {self.option} "${{{self.env}:-}}"'
 
 
+def _help(k: Knob) -> str:
+    """The knob's help with its default and launcher variable, as --help shows them."""
+    parts = [] if k.switch or k.default is None else [f"default {k.default}"]
+    if k.env:
+        parts.append(f"launcher ${k.env}" + ("=1" if k.switch else ""))
+    text = k.help + (f" ({'; '.join(parts)})" if parts else "")
+    return text.replace("%", "%%").strip()
+
+
 def _alternatives(choices: Iterable[Any]) -> str:
     names = [str(c) for c in choices]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
@@ -141,7 +150,7 @@ class Knobs:
             if not k.flag:
                 continue
             g = groups.get(k.group) or groups.setdefault(k.group, parser.add_argument_group(k.group))
-            help_ = k.help.replace("%", "%%") or None
+            help_ = _help(k)
             if k.switch and k.negatable:
                 g.add_argument(k.option, dest=k.name, action=argparse.BooleanOptionalAction, default=k.default,
                                help=help_)
