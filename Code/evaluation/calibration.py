@@ -110,6 +110,29 @@ def mse_gradient(student: Tensor, teacher: Tensor) -> list[float]:
     return (x.grad.norm(dim=-1).mean(dim=1) * x.shape[1]).tolist()  # type: ignore[union-attr]
 
 
+def sinkhorn_beside_mse(teacher: Tensor, student: Tensor, blur: float) -> dict[str, list[float]]:
+    """Per layer, in the teacher's std units: the Sinkhorn value on the same positions (paired) and on disjoint
+    halves (unpaired), each as a ratio to the normalised MSE, and the cosine between each one's gradient with
+    respect to the student states and MSE's. The terms report 2 S_eps / D, MSE's units, so a paired ratio near
+    1 (0.5 in GeomLoss's own |x - y|^2 / 2) with a cosine near 1 says the paired term is MSE under another name:
+    its optimal plan is the identity pairing."""
+    n = teacher.shape[1]
+    every, half = _every(n), _every(n // 2)
+    x = student.clone().requires_grad_(True)
+    s_std, t_std = standardize_by_teacher(x, teacher, every)
+    mse = mse_per_layer(s_std, t_std, every)
+    values = {"paired": sinkhorn_per_layer(s_std, t_std, every, every, blur),
+              "unpaired": sinkhorn_per_layer(s_std[:, : n // 2], t_std[:, n // 2:2 * (n // 2)], half, half, blur)}
+    (g_mse,) = torch.autograd.grad(mse.sum(), x, retain_graph=True)
+    out: dict[str, list[float]] = {"mse_normalized": mse.tolist()}
+    for name, value in values.items():
+        (grad,) = torch.autograd.grad(value.sum(), x, retain_graph=True)
+        out[f"{name}_over_mse"] = (value / mse).tolist()
+        out[f"{name}_grad_cosine"] = torch.nn.functional.cosine_similarity(
+            grad.flatten(1), g_mse.flatten(1), dim=1).tolist()
+    return out
+
+
 def calibrate(teacher: Tensor, student: Tensor, setup: CalibrationSetup) -> dict[str, Any]:
     """The whole calibration on raw states `(L, N, D)` at the same N positions (N >= 4 x setup.samples)."""
     layers, n, _ = teacher.shape
@@ -139,6 +162,7 @@ def calibrate(teacher: Tensor, student: Tensor, setup: CalibrationSetup) -> dict
                 entry["critics"][variant]["grad_at_zero"] = student_gradient(critic, train[0])
         out["pairs"][name] = entry
     out["mse_grad_student"] = mse_gradient(pairs["student"][0][1], pairs["student"][0][0])
+    out["sinkhorn_vs_mse"] = sinkhorn_beside_mse(pairs["student"][0][0], pairs["student"][0][1], setup.blur)
     out["sinkhorn_options"] = dataclasses.asdict(SinkhornOptions(sinkhorn_blur=setup.blur))
     return out
 
@@ -159,6 +183,8 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"| {name} | critic {variant} | {row['updates']} | {fmt(row['train'])} | "
                              f"{fmt(row['heldout'])} | {grad} |")
     lines.append(f"| student | mse | - | - | - | {fmt(result['mse_grad_student'])} |")
+    lines += ["", "| Sinkhorn beside normalised MSE (student) | per layer |", "|---|---|"]
+    lines += [f"| {key} | {fmt(values)} |" for key, values in result["sinkhorn_vs_mse"].items()]
     return "\n".join(lines)
 
 

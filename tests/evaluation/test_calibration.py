@@ -45,6 +45,10 @@ def test_calibration_separates_a_real_gap_from_the_teachers_own_noise():
     for judge in ("sinkhorn", "sliced_wd"):
         assert judges[judge][0] > 2 * pairs["teacher_self"]["judges"][judge][0]
     assert result["mse_grad_student"][0] > 0
+    # on the same positions the plan is the identity: Sinkhorn is MSE in value and direction; unpaired it is not
+    near = result["sinkhorn_vs_mse"]
+    assert near["paired_over_mse"][0] == pytest.approx(1.0, rel=0.05) and near["paired_grad_cosine"][0] > 0.98
+    assert near["unpaired_grad_cosine"][0] < 0.9
     assert "critic lp" in table(result)
 
 
