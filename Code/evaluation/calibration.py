@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lp": {"penalty": "lp"},
     "gp_unpaired": {"penalty": "gp", "pairing": "unpaired"},
     "lp_unpaired": {"penalty": "lp", "pairing": "unpaired"},
+    "lp_small": {"penalty": "lp", "hidden": 32},  # a smaller critic fits less of the finite sample
 }
 
 
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--updates", default="100,500,2000", help="comma list of critic update counts")
     p.add_argument("--samples", type=int, default=1024, help="positions per set (the file needs 4x)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--critic-lr", type=float, default=1e-4, help="the critics' Adam LR (training's --critic-lr)")
     p.add_argument("--out", type=Path, help="write the result as JSON here (atomic)")
     a = p.parse_args(argv)
     try:
@@ -234,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             teacher, student = states_from_models(a.teacher, a.student, a.data_dir, a.layer_map, a.tokens)
         else:
             raise ValueError("give --states FILE, or --teacher, --student and --data-dir")
-        result = calibrate(teacher, student, CalibrationSetup(updates=updates, samples=a.samples, variants=variants))
+        critic = CriticConfig(warmup_steps=0, n_critic=1, lr=a.critic_lr)
+        result = calibrate(teacher, student, CalibrationSetup(updates=updates, samples=a.samples, variants=variants,
+                                                              critic=critic))
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         print(f"error: calibration: {str(exc).splitlines()[0]} (check the states file and the flags)", file=sys.stderr)
         return 2
