@@ -23,6 +23,7 @@ from Code.evaluation.config import EvalConfig, add_flags, from_namespace
 from Code.evaluation.dolly import compare_dolly
 from Code.evaluation.outputs import Written
 from Code.evaluation.runner import compare, evaluate
+from Code.utils import quiet_third_party
 
 __all__ = ["CheckpointNotFoundError", "EvalConfig", "EvalError", "build_parser", "compare", "evaluate", "main", "run"]
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(cfg: EvalConfig, written: Written) -> None:
     """One evaluation or comparison, every file it writes recorded in `written`."""
+    quiet_third_party(cfg.runtime.verbose)
     if cfg.compare and cfg.task == "dolly":
         compare_dolly(cfg, written)
     elif cfg.compare:

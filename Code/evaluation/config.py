@@ -79,6 +79,8 @@ EVALUATION = Knobs([
       section="runtime"),
     K("no_progress", False, switch=True, help="no progress bars", group=_RUNTIME, section="runtime",
       field="progress", to_config=_not),
+    K("verbose", False, switch=True, group=_RUNTIME, section="runtime",
+      help="let the libraries talk too: transformers' and the hub's progress bars and info logs (off by default)"),
     # ------------------------------------------------------------------------------------- --task dolly
     K("max_examples", type=int, help="score the first N records of the split (default: all)", check=at_least(1),
       group=_DOLLY, section="dolly"),

@@ -270,6 +270,8 @@ def _wd(inputs: LossInputs, options: WDOptions) -> LossOutput:
     parts = layer_parts(per, inputs.layer_ids, prefix="student_")
     if inputs.critic.last_estimates is not None:
         parts.update(layer_parts(inputs.critic.last_estimates, inputs.layer_ids))
+        # the distance itself (mean over layers), shown as wd_est beside the term, whose level is arbitrary
+        parts["estimate"] = inputs.critic.last_estimates.mean()
     return (per.sum() if options.wd_reduce == "sum" else per.mean()), parts
 
 

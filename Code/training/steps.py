@@ -164,6 +164,10 @@ class DistillStep:
         self.engine = engine
         if self.plan.needs_critic and self.critics is None:
             self.critics = self.critic_factory(total_micro_steps)
+            print0("progress line: wd is the student's critic term, -E[f(student)] (f: each layer's critic); a critic "
+                   "plus a constant is as good a critic, so its level means nothing and it is often negative: "
+                   "watch it fall. wd_est is the critics' Wasserstein-1 estimate E[f(teacher)] - E[f(student)], "
+                   "mean over layers: the distance itself (>= 0 up to noise; per layer: loss/wd/layer<i>)")
 
     def stream(self, start_batch: int) -> Iterator[dict[str, Tensor]]:
         blocks, sampler, kwargs = self._data()

@@ -224,6 +224,9 @@ class Trainer:
             self.log.write(record)
             shown = {k.removeprefix("loss/"): f"{v:.4g}" for k, v in record.items()
                      if k.startswith("loss") and "/" not in k.removeprefix("loss/")}
+            # beside a term, its own estimate of what it measures (wd: the critics' W1 distance) as <term>_est
+            shown.update({k.removeprefix("loss/").replace("/estimate", "_est"): f"{v:.4g}" for k, v in record.items()
+                          if k.startswith("loss/") and k.endswith("/estimate")})
             self.bar.set_postfix(**shown, tok_s=f"{record['tokens_per_s']:.0f}")
             if not self.cfg.log.progress:
                 print(f"step {step}/{self.total_steps} " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
@@ -237,6 +240,9 @@ class Trainer:
         if self.log is not None:
             self.log.write({"kind": "val", "step": step, "val/loss": val,
                             "val/ppl": math.exp(val) if val < 50 else math.inf, **extra})
+            self.bar.write(f"step {step}/{self.total_steps}: validation loss {val:.4f}, ppl "
+                           f"{math.exp(min(val, 50)):.2f}" + "".join(f", {k.removeprefix('val/')} {v:.4g}"
+                                                                     for k, v in extra.items()))
         if math.isfinite(val) and math.isfinite(score) and score < self.best:
             self.best = score
             if is_main():
