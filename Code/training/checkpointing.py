@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from Code.modeling.export import write_context_length
 from Code.run_folder import (
     DISTILL_INFO,
     CheckpointError,
@@ -45,6 +46,7 @@ def save_hf_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
     model.save_pretrained(tmp, state_dict=state)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    write_context_length(tmp)  # pipeline("text-generation") defaults stay inside the student's positions
     atomic_write_json(tmp / DISTILL_INFO, info)
     write_manifest(tmp)  # last: evaluate_.py verifies the folder against it
     replace_dir(tmp, final_dir)
@@ -113,6 +115,9 @@ def resume_training(engine: Any, ckpt_root: str | Path, total_steps: int,
     restored = load_training_state(engine, ckpt_root)
     if restored is None:
         print0(f"no checkpoint in {ckpt_root}: starting from step 0")
+        if is_main():
+            cut_metrics(Path(ckpt_root).parent, 0)  # what a run killed before its first save had logged
+        barrier()
         return Resumed(0, math.inf, 0.0)
     tag, client, state = restored
     torch.set_rng_state(state["torch_rng"])

@@ -102,13 +102,7 @@ def test_loading_a_pickled_object_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_ddp_engine_state_loads_without_running_code(tmp_path):
-    from Code.config import OptimConfig
-    from Code.training.engines import DDPEngine, warmup_cosine
-
-    fields = {f: None for f in OptimConfig.__dataclass_fields__}
-    fields.update(grad_accum=1, clip_grad=1.0, precision="fp32", lr=1e-3, weight_decay=0.0)
-    cfg = OptimConfig(**fields)
-    engine = DDPEngine(torch.nn.Linear(4, 4), cfg, warmup_cosine(1, 10, 0.1), torch.device("cpu"))
+    engine = _ddp_engine()
     engine.save_checkpoint(str(tmp_path), "step1", {"step": 1, "best_val": 2.5})
     assert engine.load_checkpoint(str(tmp_path), "step1")[1] == {"step": 1, "best_val": 2.5}
     state = torch.load(tmp_path / "step1" / "ddp_state.pt", weights_only=True)
@@ -141,3 +135,38 @@ def test_metrics_are_cut_back_to_the_resume_step(tmp_path):
     kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in kept] == [("train", s) for s in range(1, 6)] + [("val", 5)]
     assert rf.metrics_line({"x": float("nan")}) == '{"x": null}\n'
+
+
+def _ddp_engine():
+    from Code.config import OptimConfig
+    from Code.training.engines import DDPEngine, warmup_cosine
+
+    fields = {f: None for f in OptimConfig.__dataclass_fields__}
+    fields.update(grad_accum=1, clip_grad=1.0, precision="fp32", lr=1e-3, weight_decay=0.0)
+    torch.manual_seed(0)
+    return DDPEngine(torch.nn.Linear(4, 4), OptimConfig(**fields), warmup_cosine(1, 10, 0.1), torch.device("cpu"))
+
+
+def test_resume_restores_the_newest_whole_state_and_the_run_records(tmp_path, capsys):
+    from Code.training.checkpointing import Resumed, resume_training, save_training_state
+
+    run, engine = tmp_path / "run", _ddp_engine()
+    ckpts = run / "checkpoints"
+    (run / "metrics.jsonl").parent.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(rf.metrics_line({"kind": "train", "step": s}) for s in (1, 2, 3)))
+    assert resume_training(engine, ckpts, 10) == Resumed(0, float("inf"), 0.0)  # killed before its first save
+    assert (run / "metrics.jsonl").read_text() == ""
+
+    for step, seconds in ((2, 5.0), (4, 9.5)):
+        with torch.no_grad():
+            engine.module.weight.fill_(float(step))
+        save_training_state(engine, ckpts, step, {"step": step, "best_val": 1.0 / step, "train_time_s": seconds},
+                            {"torch_rng": torch.get_rng_state()}, keep=3)
+    (run / "metrics.jsonl").write_text("".join(rf.metrics_line({"kind": "train", "step": s}) for s in range(1, 7)))
+    _flip(ckpts / "step4" / "ddp_state.pt")
+    fresh = _ddp_engine()
+    assert resume_training(fresh, ckpts, 10) == Resumed(2, 0.5, 5.0)
+    assert torch.all(fresh.module.weight == 2.0)
+    assert [r["step"] for r in rf.read_metrics(run)] == [1, 2]
+    out = capsys.readouterr().out
+    assert "skipping checkpoint" in out and "step4" in out and "resumed from step 2 of 10" in out
