@@ -25,6 +25,7 @@ from Code.evaluation.outputs import Written
 from Code.evaluation.passes import PROMPTS, collect_hidden, generate_samples, perplexity
 from Code.evaluation.plots import layer_plot, tsne_embed, tsne_plots
 from Code.evaluation.summary import run_name, summary_markdown
+from Code.modeling.families import context_length, hidden_size, num_layers
 from Code.modeling.layer_map import validate_layer_map
 from Code.modeling.loading import load_student, load_teacher
 from Code.run_folder import write_eval
@@ -41,7 +42,7 @@ class Models:
 
     @property
     def context(self) -> int:
-        return min(self.student.config.n_positions, self.teacher.config.n_positions)
+        return min(context_length(self.student.config), context_length(self.teacher.config))
 
 
 def load_models(runtime: RuntimeConfig, plan: LmPlan) -> Models:
@@ -94,8 +95,9 @@ def layer_pass(cfg: EvalConfig, plan: LmPlan, models: Models, tokens: np.ndarray
     """
     measure, seed = cfg.measure, cfg.runtime.seed
     s_cfg, t_cfg = models.student.config, models.teacher.config
-    pairs, map_source = layer_map_for(measure, plan.info, s_cfg.n_layer, t_cfg.n_layer)
-    validate_layer_map(pairs, s_cfg.n_layer, t_cfg.n_layer, s_cfg.n_embd, t_cfg.n_embd)
+    (s_n, s_w), (t_n, t_w) = ((num_layers(c), hidden_size(c)) for c in (s_cfg, t_cfg))
+    pairs, map_source = layer_map_for(measure, plan.info, s_n, t_n)
+    validate_layer_map(pairs, s_n, t_n, s_w, t_w)
     block_len = min(window, max(2, len(tokens) // 2), 256)
     blocks = hidden_blocks(tokens, block_len, measure.hidden_tokens, cfg.runtime.batch_size, seed)
     progress = cfg.runtime.progress
@@ -109,7 +111,7 @@ def layer_pass(cfg: EvalConfig, plan: LmPlan, models: Models, tokens: np.ndarray
                        for (s, t), sh, th in zip(pairs, s_hidden, t_hidden, strict=True)]}
     images = [layer_plot(part["layers"], out_dir / "layers.png", run_name(plan.ckpt))]
     notes = []
-    if s_cfg.n_embd != t_cfg.n_embd:
+    if s_w != t_w:
         notes.append("student and teacher widths differ: sliced WD, MSE and t-SNE need equal widths "
                      "and are skipped; CKA compares the raw features")
     elif measure.tsne_points > 0:

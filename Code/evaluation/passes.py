@@ -13,9 +13,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 if TYPE_CHECKING:  # transformers is only needed for the annotation
-    from transformers import GPT2LMHeadModel
+    from transformers import PreTrainedModel
 
 from Code.evaluation.metrics import perplexity_from_nll, window_nll
+from Code.modeling.families import context_length, decoder_forward
 
 # Fixed prompts: short, generic English openings that a model trained on Wikipedia-like text can continue.
 PROMPTS = [
@@ -40,7 +41,7 @@ def _batches(windows: Sequence[dict], batch_size: int) -> Iterator[tuple[Tensor,
 
 @torch.inference_mode()
 def perplexity(
-    model: GPT2LMHeadModel,
+    model: PreTrainedModel,
     windows: Sequence[dict],
     device: torch.device | str = "cpu",
     batch_size: int = 8,
@@ -62,7 +63,7 @@ def perplexity(
 
 @torch.inference_mode()
 def collect_hidden(
-    model: GPT2LMHeadModel,
+    model: PreTrainedModel,
     blocks: Iterable[Tensor],
     indices: Sequence[int],
     device: torch.device | str = "cpu",
@@ -76,7 +77,7 @@ def collect_hidden(
     model.eval()
     out: list[list[Tensor]] = [[] for _ in indices]
     for ids in tqdm(list(blocks), desc=desc, unit="batch", disable=not progress, leave=False):
-        hs = model(ids.to(device), output_hidden_states=True).hidden_states
+        _, hs = decoder_forward(model, ids.to(device), None, output_hidden_states=True)  # no head: no logits
         for slot, idx in zip(out, indices, strict=True):
             slot.append(hs[idx].float().reshape(-1, hs[idx].shape[-1]).cpu())
     return [torch.cat(slot) for slot in out]
@@ -84,7 +85,7 @@ def collect_hidden(
 
 @torch.inference_mode()
 def generate_samples(
-    model: GPT2LMHeadModel,
+    model: PreTrainedModel,
     tokenizer,
     prompts: Sequence[str] = PROMPTS,
     max_new_tokens: int = 32,
@@ -97,7 +98,7 @@ def generate_samples(
     results = []
     for i, prompt in enumerate(prompts):
         ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
-        ids = ids[:, -(model.config.n_positions - max_new_tokens):]
+        ids = ids[:, -(context_length(model.config) - max_new_tokens):]
         common = {"max_new_tokens": max_new_tokens, "pad_token_id": eos, "attention_mask": torch.ones_like(ids)}
         greedy = model.generate(ids, do_sample=False, **common)
         # a seed per prompt so one prompt's sample does not depend on the ones before it

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from Code.data_pipeline.instruction_data import clip_prompt
+from Code.modeling.families import context_length
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
@@ -31,10 +32,11 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
 
 def prompt_budget(model, max_new_tokens: int, max_prompt_len: int | None = None) -> int:
     """Prompt tokens that fit beside `max_new_tokens` in the model's context (and under `max_prompt_len`)."""
-    room = int(model.config.n_positions) - max_new_tokens
+    context = context_length(model.config)
+    room = context - max_new_tokens
     if room < 1:
         raise ValueError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's "
-                         f"{model.config.n_positions}-token context: lower it")
+                         f"{context}-token context: lower it")
     return min(room, max_prompt_len) if max_prompt_len else room
 
 

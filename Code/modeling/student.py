@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor, nn
-from transformers import GPT2LMHeadModel
+from transformers import PreTrainedModel
 
+from Code.modeling.families import hidden_size
 from Code.modeling.layer_map import LayerMapError
 
 
@@ -29,11 +30,11 @@ class HiddenProjections(nn.Module):
 class DistillStudent(nn.Module):
     """What the optimizer trains: the student and its projections into the teacher's width."""
 
-    def __init__(self, student: GPT2LMHeadModel, student_idx: list[int], teacher_dim: int) -> None:
+    def __init__(self, student: PreTrainedModel, student_idx: list[int], teacher_dim: int) -> None:
         super().__init__()
         self.student = student
         self.student_idx = list(student_idx)
-        self.projections = HiddenProjections(student.config.n_embd, teacher_dim, len(self.student_idx))
+        self.projections = HiddenProjections(hidden_size(student.config), teacher_dim, len(self.student_idx))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 need_hidden: bool = False) -> tuple[Tensor, list[Tensor]]:

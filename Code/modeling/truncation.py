@@ -1,4 +1,5 @@
-"""Build a student: teacher blocks copied into a shorter GPT-2, or a random GPT2Config over the teacher's.
+"""Build a student of the teacher's family: teacher blocks copied into a shorter model, or a random config
+over the teacher's.
 
 Hidden-state indices follow Hugging Face `output_hidden_states`: 0 is the embedding output, i is the
 output of block i-1, and the LAST index (n_layer) is taken after the final layer norm.
@@ -6,7 +7,6 @@ output of block i-1, and the LAST index (n_layer) is taken after the final layer
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers import GPT2Config
+from transformers import PretrainedConfig
 
+from Code.modeling.families import blocks_prefix, family_of, num_layers, with_layers
 from Code.modeling.layer_map import LayerMapError
 
-if TYPE_CHECKING:  # the model class costs ~2 s to import: only the builders below need it
-    from transformers import GPT2LMHeadModel
+if TYPE_CHECKING:  # the model classes cost ~2 s to import: only the builders below need them
+    from transformers import PreTrainedModel
 
 # Hugging Face DistilGPT2 kept these blocks of the 12-layer GPT-2.
 DISTILGPT2_LAYERS = [0, 2, 4, 7, 9, 11]
@@ -64,46 +65,49 @@ def parse_student_layers(spec: str, n_layer: int) -> list[int]:
     return layers
 
 
-def truncate_teacher(teacher: GPT2LMHeadModel, layers: Sequence[int]) -> GPT2LMHeadModel:
-    """A student holding copies of the teacher's embeddings, `layers` blocks (in order) and final norm.
+def truncate_teacher(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """A student of the teacher's family holding copies of its embeddings, `layers` blocks (in order), final
+    norm and head.
 
-    Built as a fresh model with `n_layer = len(layers)` and the teacher's weights loaded into it, so each
-    block's `layer_idx` (used by the KV cache) is its new position. Same dtype and device as the teacher;
-    trainable; lm_head tied to wte as in GPT-2.
+    Built as a fresh model with `len(layers)` blocks and the teacher's weights loaded into it, so each block's
+    `layer_idx` (used by the KV cache) is its new position. Same dtype and device as the teacher; trainable;
+    the head tied to the token embedding when the teacher's is.
     """
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
-    n_layer = teacher.config.n_layer
+    n_layer = num_layers(teacher.config)
     layers = list(layers)
     if not layers:
         raise LayerMapError("student needs at least one teacher block")
     bad = [i for i in layers if not 0 <= i < n_layer]
     if bad:
         raise LayerMapError(f"student blocks {bad} out of range 0..{n_layer - 1}")
-    if getattr(teacher.config, "scale_attn_by_inverse_layer_idx", False):
+    bound = family_of(teacher).position_bound
+    if bound and getattr(teacher.config, bound, False):
         # the attention scale depends on the block's position, so a moved block would compute differently
-        raise LayerMapError("cannot truncate a teacher with scale_attn_by_inverse_layer_idx=True")
-    config = copy.deepcopy(teacher.config)
-    config.n_layer = len(layers)
+        raise LayerMapError(f"cannot truncate a teacher with {bound}=True")
+    config = with_layers(teacher.config, layers)
     ref = next(teacher.parameters())
-    student = GPT2LMHeadModel(config).to(device=ref.device, dtype=ref.dtype)
-    src = teacher.transformer
+    student = AutoModelForCausalLM.from_config(config, dtype=ref.dtype).to(device=ref.device)
+    prefix = blocks_prefix(teacher)
+    where = {old: new for new, old in enumerate(layers)}
     state: dict[str, Tensor] = {}
-    for name in ("wte", "wpe", "ln_f"):
-        for key, value in getattr(src, name).state_dict().items():
-            state[f"transformer.{name}.{key}"] = value
-    for new, old in enumerate(layers):
-        for key, value in src.h[old].state_dict().items():
-            state[f"transformer.h.{new}.{key}"] = value
+    for key, value in teacher.state_dict().items():
+        if not key.startswith(prefix):
+            state[key] = value
+            continue
+        index, _, rest = key[len(prefix):].partition(".")
+        if int(index) in where:
+            state[f"{prefix}{where[int(index)]}.{rest}"] = value
+    tied = bool(getattr(config, "tie_word_embeddings", False))
     missing, unexpected = student.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("lm_head.")]  # tied to wte
+    head_keys = {f"{family_of(teacher).head}.weight"}
+    missing = [k for k in missing if not (tied and k in head_keys)]
     if missing or unexpected:
         raise RuntimeError(f"truncation state mismatch: missing {missing}, unexpected {unexpected}")
     # load_state_dict copies values, so nothing is shared with the teacher; retie in case untied
-    if config.tie_word_embeddings:
-        student.lm_head.weight = student.transformer.wte.weight
-    else:
-        student.lm_head.load_state_dict(teacher.lm_head.state_dict())
+    if tied:
+        student.tie_weights()
     student.train()
     student.requires_grad_(True)
     return student
@@ -121,14 +125,8 @@ def _parse_value(text: str) -> object:
         return text
 
 
-def student_config_from_spec(spec: str | Path, teacher_config: GPT2Config) -> GPT2Config:
-    """The GPT2Config of a random student: a JSON file or `key=value,...` over the teacher's config.
-
-    Fields not given are the teacher's; the vocabulary (and its special ids) always comes from the teacher.
-    Config only (no weights), so the preflight check and `build_student_from_config` validate alike.
-    """
+def _overrides(spec: str | Path) -> dict[str, object]:
     path = Path(str(spec))
-    overrides: dict[str, object]
     if str(spec).strip().endswith(".json") or path.is_file():
         if not path.is_file():
             raise StudentConfigError(f"--student-config file {path} not found")
@@ -138,61 +136,95 @@ def student_config_from_spec(spec: str | Path, teacher_config: GPT2Config) -> GP
             raise StudentConfigError(f"--student-config file {path} is not valid JSON: {exc}") from None
         if not isinstance(overrides, dict):
             raise StudentConfigError(f"--student-config file {path} must hold a JSON object")
-    else:
-        overrides = {}
-        for item in str(spec).split(","):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise StudentConfigError(
-                    f"--student-config item {item!r} is not key=value (e.g. n_layer=4,n_embd=384,n_head=6)"
-                )
-            overrides[key.strip()] = _parse_value(value.strip())
+        return overrides
+    overrides = {}
+    for item in str(spec).split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise StudentConfigError(
+                f"--student-config item {item!r} is not key=value (e.g. n_layer=4,n_embd=384,n_head=6)"
+            )
+        overrides[key.strip()] = _parse_value(value.strip())
+    return overrides
+
+
+def student_config_from_spec(spec: str | Path, teacher_config: PretrainedConfig) -> PretrainedConfig:
+    """The config of a random student of the teacher's family: a JSON file or `key=value,...` over the
+    teacher's config (GPT-2's n_layer/n_embd/n_head/n_positions, or any field of the family's config class).
+
+    Fields not given are the teacher's; the vocabulary (and its special ids) always comes from the teacher.
+    Config only (no weights), so the preflight check and `build_student_from_config` validate alike.
+    """
+    family_of(teacher_config)
+    cls = type(teacher_config)
+    overrides = _overrides(spec)
     base = teacher_config.to_dict()
-    known = set(GPT2Config().to_dict()) | set(GPT2Config.attribute_map)
+    aliases = dict(getattr(cls, "attribute_map", {}))
+    known = set(cls().to_dict()) | set(base) | set(aliases)
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise StudentConfigError(f"--student-config: unknown GPT2Config fields {unknown}")
+        raise StudentConfigError(f"--student-config: unknown {cls.__name__} fields {unknown}")
+    for alias, field in aliases.items():
+        if alias in overrides:
+            overrides[field] = overrides.pop(alias)
     for key in ("vocab_size", "bos_token_id", "eos_token_id"):
         if key in overrides and overrides[key] != base.get(key):
             raise StudentConfigError(
                 f"--student-config sets {key}={overrides[key]}, but the student must share the teacher's "
                 f"({base.get(key)}); drop it"
             )
-    for alias, field in GPT2Config.attribute_map.items():
-        if alias in overrides:
-            overrides[field] = overrides.pop(alias)
+    _derived(base, overrides, aliases)
     base.update(overrides)
     for key in ("_name_or_path", "architectures", "transformers_version", "model_type"):
         base.pop(key, None)
-    config = GPT2Config(**base)
-    sizes = ("n_layer", "n_embd", "n_head", "n_positions")
-    odd = [f"{k}={getattr(config, k)!r}" for k in sizes
-           if isinstance(getattr(config, k), bool) or not isinstance(getattr(config, k), int)]
+    config = cls(**base)
+    sizes = ("num_hidden_layers", "hidden_size", "num_attention_heads", "max_position_embeddings")
+    names = aliases  # the family's own names in messages (GPT-2: n_embd for hidden_size)
+    values = {names.get(k, k): getattr(config, k) for k in sizes}
+    odd = [f"{k}={v!r}" for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int)]
     if odd:
         raise StudentConfigError(f"--student-config: {', '.join(odd)} must be whole numbers")
-    if min(config.n_layer, config.n_embd, config.n_head, config.n_positions) < 1:
-        raise StudentConfigError("--student-config: n_layer, n_embd, n_head and n_positions must be >= 1")
-    if config.n_embd % config.n_head:
-        raise StudentConfigError(
-            f"--student-config: n_embd={config.n_embd} is not divisible by n_head={config.n_head}"
-        )
+    if min(values.values()) < 1:
+        raise StudentConfigError(f"--student-config: {', '.join(values)} must be >= 1")
+    (width, w), (n_head, h) = ((names.get(k, k), getattr(config, k))
+                               for k in ("hidden_size", "num_attention_heads"))
+    if w % h and "head_dim" not in overrides:
+        raise StudentConfigError(f"--student-config: {width}={w} is not divisible by {n_head}={h}")
     config._attn_implementation = getattr(teacher_config, "_attn_implementation", None) or "sdpa"
     return config
 
 
-def build_student_from_config(
-    spec: str | Path, teacher_config: GPT2Config, seed: int | None = None
-) -> GPT2LMHeadModel:
-    """A randomly initialised student from a JSON file or `key=value,...` over GPT2Config fields.
+def _derived(base: dict, overrides: dict, aliases: dict) -> None:
+    """Drop from the teacher's fields those derived from a size the spec changes, so the config class derives
+    them again: per-layer lists (Qwen's `layer_types`) for a new depth, `head_dim` for a new width or heads."""
+    def field(name: str) -> str:
+        return aliases.get(name, name)
 
-    Fields not given are the teacher's; the vocabulary (and its special ids) always comes from the teacher.
+    depth = field("num_hidden_layers")
+    if depth in overrides and overrides[depth] != base.get(depth):
+        n = base.get(depth)
+        for key, value in list(base.items()):
+            if isinstance(value, list) and len(value) == n and key not in overrides and key != "architectures":
+                base.pop(key)
+    width, heads = field("hidden_size"), field("num_attention_heads")
+    changed = any(k in overrides and overrides[k] != base.get(k) for k in (width, heads))
+    if changed and "head_dim" in base and "head_dim" not in overrides and base.get(heads):
+        if base["head_dim"] == base[width] // base[heads]:  # derived, not a free choice of the family (Qwen3)
+            overrides["head_dim"] = int(overrides.get(width, base[width])) // int(overrides.get(heads, base[heads]))
+
+
+def build_student_from_config(
+    spec: str | Path, teacher_config: PretrainedConfig, seed: int | None = None
+) -> PreTrainedModel:
+    """A randomly initialised student of the teacher's family from a JSON file or `key=value,...` over its
+    config. Fields not given are the teacher's; the vocabulary (and its special ids) always comes from it.
     """
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     config = student_config_from_spec(spec, teacher_config)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        student = GPT2LMHeadModel(config)
+        student = AutoModelForCausalLM.from_config(config)
     student.train()
     return student

@@ -18,6 +18,7 @@ from transformers import GPT2Config, PretrainedConfig
 from Code.config import ModelConfig
 from Code.data_pipeline.lm_datasets import check_vocab
 from Code.knobs import ConfigError
+from Code.modeling.families import check_pair, context_length, family_of, hidden_size, num_layers, with_layers
 from Code.modeling.layer_map import resolve_layer_map, validate_layer_map
 from Code.modeling.truncation import parse_student_layers, student_config_from_spec
 
@@ -46,7 +47,7 @@ class ModelPlan:
     def contexts(self) -> list[tuple[str, int]]:
         """(model, positions) of each model the run holds."""
         named = [("teacher", self.teacher), ("student", self.student)]
-        return [(name, int(c.n_positions)) for name, c in named if c is not None]
+        return [(name, context_length(c)) for name, c in named if c is not None]
 
 
 def plan_models(cfg: ModelConfig, meta: Mapping[str, Any], needs_teacher: bool, config_of: ConfigOf, *,
@@ -72,14 +73,18 @@ def plan_models(cfg: ModelConfig, meta: Mapping[str, Any], needs_teacher: bool, 
         if teacher is None:
             raise ConfigError("a truncated student needs a teacher: give --teacher, --student or --student-config "
                               "(or drop --no-teacher)")
-        layers = parse_student_layers(cfg.student_layers, teacher.n_layer)
-        if getattr(teacher, "scale_attn_by_inverse_layer_idx", False):
-            raise ConfigError("cannot truncate a teacher with scale_attn_by_inverse_layer_idx=True: give --student "
+        layers = parse_student_layers(cfg.student_layers, num_layers(teacher))
+        bound = family_of(teacher).position_bound
+        if bound and getattr(teacher, bound, False):
+            raise ConfigError(f"cannot truncate a teacher with {bound}=True: give --student "
                               "or --student-config instead of --student-layers")
-        student, how = GPT2Config.from_dict({**teacher.to_dict(), "n_layer": len(layers)}), "truncated"
+        student, how = with_layers(teacher, layers), "truncated"
     check_vocab(dict(meta), student.vocab_size, what="student")
+    if teacher is not None:
+        check_pair(teacher, student)
     layer_map: list[tuple[int, int]] = []
     if teacher is not None:
-        layer_map, _ = resolve_layer_map(cfg.layer_map, layers, student.n_layer, teacher.n_layer)
-        validate_layer_map(layer_map, student.n_layer, teacher.n_layer, student.n_embd, teacher.n_embd)
+        s_n, t_n = num_layers(student), num_layers(teacher)
+        layer_map, _ = resolve_layer_map(cfg.layer_map, layers, s_n, t_n)
+        validate_layer_map(layer_map, s_n, t_n, hidden_size(student), hidden_size(teacher))
     return ModelPlan(teacher, student, how, base, layers, layer_map)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from transformers import GPT2Config, PretrainedConfig
+from transformers import PretrainedConfig
 
 from Code.arguments import parse_config
 from Code.cli import first_line
@@ -29,9 +29,10 @@ from Code.config import RunConfig
 from Code.data_pipeline.instruction_data import HOW as PROMPT_HOW
 from Code.data_pipeline.instruction_data import prompt_lengths
 from Code.data_pipeline.lm_datasets import check_data, check_vocab, load_meta, open_split
-from Code.hub import hub_reachable
 from Code.knobs import ConfigError
+from Code.modeling.families import describe
 from Code.modeling.generation import prompt_budget
+from Code.modeling.loading import ModelLoadError, load_config
 from Code.objectives.registry import LossPlan
 from Code.training.model_plan import ModelPlan, plan_models
 from Code.training.run_guard import check_same_run, refuse_if_locked
@@ -76,48 +77,34 @@ def check_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def model_config(name_or_path: str, what: str) -> GPT2Config:
-    """A model's GPT2Config, no weights: a local folder, else the local HF cache, else the hub if it answers.
-
-    The same resolution order as `Code.modeling.loading`, so what passes here also loads there.
+def model_config(name_or_path: str, what: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """A model's config, no weights, of a family Code.modeling.families knows: a local folder, else the local
+    HF cache, else the hub if it answers (`Code.modeling.loading.load_config`, so what passes here loads there).
     """
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{what} folder {path} has no config.json; point at a folder written by save_pretrained")
         try:
-            raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            json.loads((path / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{what} {path / 'config.json'} is not valid JSON ({first_line(exc)}): "
                               "save the model again with save_pretrained") from None
-        kind = raw.get("model_type") if isinstance(raw, dict) else None
-        if kind not in (None, "gpt2"):
-            raise ConfigError(f"{what} {path} is a {kind!r} model, not GPT-2: point at a GPT-2 save_pretrained folder")
         if not any((path / name).is_file() for name in WEIGHTS):
             raise ConfigError(f"{what} folder {path} has a config.json but no weights ({WEIGHTS[0]}): "
                               "save the model with save_pretrained")
-        try:
-            return GPT2Config.from_pretrained(str(path))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"cannot read the {what} config in {path}: {first_line(exc)}") from None
-    name = str(name_or_path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ConfigError(f"{what} folder {path} not found; pass a folder written by save_pretrained")
-    with contextlib.suppress(OSError, ValueError):  # an earlier online session may have cached it
-        return GPT2Config.from_pretrained(name, local_files_only=True)
-    if hub_reachable():
-        try:
-            return GPT2Config.from_pretrained(name)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load {what} '{name}' from the hub: {first_line(exc)}") from None
-    raise ConfigError(f"{what} '{name}': no such local folder, not in the local Hugging Face cache, and the hub is "
-                      f"unreachable (offline); {OFFLINE_FIX}")
+    try:
+        return load_config(name_or_path, what, trust_remote_code)
+    except (ModelLoadError, TypeError) as exc:
+        raise ConfigError(first_line(exc)) from None
 
 
 def _models(cfg: RunConfig, meta: dict, needs_teacher: bool) -> ModelPlan:
     """The run's model plan (`model_plan.plan_models`, the one setup runs) on configs alone, no weights."""
     with _one_line():
-        return plan_models(cfg.model, meta, needs_teacher, model_config, loss=f"loss {cfg.loss_label!r}")
+        return plan_models(cfg.model, meta, needs_teacher,
+                           lambda name, what: model_config(name, what, cfg.model.trust_remote_code),
+                           loss=f"loss {cfg.loss_label!r}")
 
 
 def _check_seq_len(seq_len: int, models: ModelPlan) -> None:
@@ -244,11 +231,11 @@ def check_run(cfg: RunConfig, world_size: int = 1, *, minillm: bool = False) -> 
     check_same_run(cfg.out_dir, cfg.flags, world_size, cfg.resume)  # a resume continues the same run
 
     teacher = "none" if models.teacher is None else (
-        f"{cfg.model.teacher} ({models.teacher.n_layer}x{models.teacher.n_embd}, context {models.teacher.n_positions})")
+        f"{cfg.model.teacher} ({describe(models.teacher)})")
     s = models.student
     state = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "new"
     loss = "minillm" if minillm else cfg.loss_label
-    return (f"check ok: teacher {teacher}; student {models.describe(cfg.model)} ({s.n_layer}x{s.n_embd}); loss {loss}; "
+    return (f"check ok: teacher {teacher}; student {models.describe(cfg.model)} ({describe(s)}); loss {loss}; "
             f"layer map {models.layer_map}; data {data_dir} (train {train_blocks} blocks of {seq_len}, "
             f"{train_blocks // (batch * world_size)} batches of {batch} per rank x {world_size}); "
             f"out {cfg.out_dir} ({state})")

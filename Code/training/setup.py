@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import GPT2LMHeadModel, PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedModel
 
 from Code.config import CriticConfig, ModelConfig
 from Code.critic import CriticTrainer
 from Code.data_pipeline.distributed_indexed import DistributedBlockSampler
 from Code.data_pipeline.instruction_data import labels_from, task_blocks
 from Code.data_pipeline.lm_datasets import LMBlocks, load_meta
+from Code.modeling import families
 from Code.modeling.loading import load_student, load_teacher
 from Code.modeling.truncation import build_student_from_config, truncate_teacher
 from Code.training.model_plan import plan_models
@@ -25,8 +26,8 @@ from Code.training.model_plan import plan_models
 
 @dataclass
 class Models:
-    teacher: GPT2LMHeadModel | None
-    student: GPT2LMHeadModel
+    teacher: PreTrainedModel | None
+    student: PreTrainedModel
     student_layers: list[int] | None   # teacher blocks the student was cut from, if it was
     layer_map: list[tuple[int, int]]   # (student hidden index, teacher hidden index)
     teacher_dim: int
@@ -36,13 +37,14 @@ def build_models(cfg: ModelConfig, data_dir: str | Path, needs_teacher: bool, se
                  teacher_dtype: torch.dtype) -> Models:
     """Load and build what `plan_models` plans (the plan the pre-flight check ran on configs alone)."""
     meta = load_meta(data_dir)
-    loaded: dict[str, GPT2LMHeadModel] = {}
+    loaded: dict[str, PreTrainedModel] = {}
 
     def config_of(name: str, what: str) -> PretrainedConfig:
         if what == "teacher":
-            loaded[what] = load_teacher(name, device=device, dtype=teacher_dtype)
+            loaded[what] = load_teacher(name, device=device, dtype=teacher_dtype,
+                                        trust_remote_code=cfg.trust_remote_code)
         else:
-            loaded[what] = load_student(name)
+            loaded[what] = load_student(name, trust_remote_code=cfg.trust_remote_code)
         return loaded[what].config
 
     plan = plan_models(cfg, meta, needs_teacher, config_of)
@@ -57,21 +59,17 @@ def build_models(cfg: ModelConfig, data_dir: str | Path, needs_teacher: bool, se
     student.config.use_cache = False
     if cfg.student_dropout is not None:  # all three ways of building a student: cut, from a config, loaded
         set_dropout(student, cfg.student_dropout)
-    teacher_dim = teacher.config.n_embd if teacher is not None else student.config.n_embd
+    teacher_dim = families.hidden_size((teacher if teacher is not None else student).config)
     return Models(teacher, student, plan.student_layers, plan.layer_map, teacher_dim)
 
 
-def set_dropout(model: GPT2LMHeadModel, p: float) -> None:
-    """Every dropout of a GPT-2 (embeddings, attention weights, residual branches) to `p`, in the modules
-    and in the config (so `save_pretrained` records what it trained with). The teacher runs in eval mode,
+def set_dropout(model: PreTrainedModel, p: float) -> None:
+    """Every dropout of the model (GPT-2: embeddings, attention weights, residual branches) to `p`, in the
+    modules and in the config (so `save_pretrained` records what it trained with). The teacher runs in eval mode,
     i.e. with none; a student trained with GPT-2's 0.1 differs from it by dropout noise alone, which a
     hidden-state loss or a critic reads as distance (measured at init on a layer the student shares with the
     teacher: critic estimate 1.69 with dropout 0.1, 0.000 with 0.0)."""
-    for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        setattr(model.config, name, p)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
+    families.set_dropout(model, p)
 
 
 def build_critics(cfg: CriticConfig, n_layers: int, dim: int, total_steps: int, seed: int,

@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from transformers import GPT2LMHeadModel
+from transformers import PreTrainedModel
 
 from Code.config import RunConfig
 from Code.critic import CriticTrainer
 from Code.data_pipeline.teacher_cache import CachedBlocks
+from Code.modeling import families
 from Code.modeling.student import DistillStudent
 from Code.objectives.registry import LossInputs, LossPlan, Term, compute_losses, term_values
 from Code.objectives.topk_kd import TopKTargets
@@ -57,14 +58,13 @@ class Step(Protocol):
 
 
 @torch.no_grad()
-def teacher_features(teacher: GPT2LMHeadModel, input_ids: Tensor, attention_mask: Tensor | None,
+def teacher_features(teacher: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor | None,
                      teacher_idx: list[int], need_logits: bool,
                      need_hidden: bool) -> tuple[Tensor | None, list[Tensor]]:
     """Only what the losses need: the lm_head (a 50k-wide matmul) is skipped when no logit loss asks."""
-    body = teacher.transformer(input_ids=input_ids, attention_mask=attention_mask,
-                               output_hidden_states=need_hidden, use_cache=False)
-    hidden = [body.hidden_states[i] for i in teacher_idx] if need_hidden else []
-    logits = teacher.lm_head(body.last_hidden_state) if need_logits else None
+    last, states = families.decoder_forward(teacher, input_ids, attention_mask, need_hidden)
+    hidden = [states[i] for i in teacher_idx] if states is not None else []
+    logits = families.head(teacher)(last) if need_logits else None
     return logits, hidden
 
 
@@ -109,7 +109,7 @@ def engine_output_hooks_suspended(outputs: Any) -> Iterator[None]:
 class DistillStep:
     """Teacher features, student features, the critics' turn (WGAN-GP), then the weighted loss."""
 
-    def __init__(self, teacher: GPT2LMHeadModel | None, module: DistillStudent, layer_map: list[tuple[int, int]],
+    def __init__(self, teacher: PreTrainedModel | None, module: DistillStudent, layer_map: list[tuple[int, int]],
                  terms: tuple[Term, ...], seed: int, critic_factory: Any = None, grad_share_interval: int = 0) -> None:
         self.teacher = teacher
         self.module = module
