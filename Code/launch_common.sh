@@ -67,13 +67,15 @@ fi
 export DISTILL_LAUNCH_SCRIPT="${DISTILL_LAUNCH_SCRIPT:-$0}"  # named by the resume hint
 set +e
 # shellcheck disable=SC2016  # $@ and PIPESTATUS belong to the inner shell
+job=""
+stopped=""
+forward() { stopped="$1"; if [[ -n "$job" ]]; then kill -s TERM -- "-$job" 2>/dev/null; fi; }
+trap 'forward 143' TERM
+trap 'forward 130' INT
 setsid bash -c '{ "$@" 2>&1 1>&3 3>&- | python3 -m Code.training.launch_output >&2 3>&-
   exit "${PIPESTATUS[0]}"; } 3>&1 | python3 -m Code.training.launch_output; exit "${PIPESTATUS[0]}"' launch "${cmd[@]}" &
 job=$!
-stopped=""
-forward() { stopped="$1"; kill -s TERM -- "-$job" 2>/dev/null; }
-trap 'forward 143' TERM
-trap 'forward 130' INT
+if [[ -n "$stopped" ]]; then forward "$stopped"; fi  # a signal that came while the job was starting
 while kill -0 "$job" 2>/dev/null; do wait "$job"; done  # a trapped signal interrupts `wait`: wait again
 wait "$job"
 rc=$?
