@@ -11,21 +11,8 @@ if [[ $# -gt 0 ]]; then shift; fi
 flag() { if [[ -n "${2:-}" ]]; then flags+=("$1" "$2"); fi; }
 switch() { if [[ "${2:-0}" == "1" ]]; then flags+=("$1"); fi; }
 
-flag --study-dir "${STUDY_DIR:-}"
-flag --methods "${METHODS:-}"
-flag --seeds "${SEEDS:-}"
-flag --jobs "${JOBS:-}"
-flag --data-dir "${DATA_DIR:-}"
-flag --corpus "${CORPUS:-}"
-flag --train-files "${TRAIN_FILES:-}"
-flag --valid-files "${VALID_FILES:-}"
-flag --test-files "${TEST_FILES:-}"
-flag --teacher "${TEACHER:-}"
-flag --max-steps "${MAX_STEPS:-}"
-flag --teacher-steps "${TEACHER_STEPS:-}"
-flag --report-dir "${REPORT_DIR:-}"
-flag --ood-text "${OOD_TEXT:-}"
-switch --no-report "${NO_REPORT:-0}"
-switch --dry-run "${DRY_RUN:-0}"
+# Environment -> flags: one line per declared study knob (Code/knobs/study.py).
+knob_map="$(python3 -m Code.knobs launcher-map study)" || exit 2
+eval "$knob_map"
 
 exec python3 -m Code.study "${flags[@]}" "$@"

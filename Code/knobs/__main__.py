@@ -14,9 +14,10 @@ from Code.knobs import Knobs
 
 def _sets() -> dict[str, Knobs]:
     from Code.knobs.scripts import SCRIPTS
+    from Code.knobs.study import STUDY
     from Code.knobs.training import TRAINING
 
-    return {"training": TRAINING, "scripts": SCRIPTS}
+    return {"training": TRAINING, "study": STUDY, "scripts": SCRIPTS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from Code import CODE_DIR as CODE
 from Code import REPO
 from Code.cli import cli_main
 from Code.data_pipeline.data_layout import META
+from Code.knobs.study import STUDY
 from Code.processes import child_env, cpu_seconds, free_port, git_state, hardware, last_line, load_average, run_logged
 from Code.study.plan import (  # noqa: F401  (run_state, check_settings, launcher_vars: the study's API, tested)
     StudyError,
@@ -237,26 +238,9 @@ def _hub_has(name: str) -> bool:
 
 # ------------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    p.add_argument("--study-dir", help="study folder (default study/<preset>)")
-    p.add_argument("--methods", help=f"comma list (default all: {','.join(METHODS)})")
-    p.add_argument("--seeds", help="comma list of seeds, or a count N meaning 1..N (default 1,2,3)")
-    p.add_argument("--jobs", type=int, help="runs side by side (default: the preset's)")
-    p.add_argument("--data-dir", help="an existing indexed data folder (skips data preparation)")
-    p.add_argument("--corpus", help="folder with train.txt, valid.txt, test.txt "
-                   "(cpu default ../shared/corpus/wikitext-2)")
-    for split in ("train", "valid", "test"):
-        p.add_argument(f"--{split}-files", help=f"{split} text files, ':'-separated")
-    p.add_argument("--teacher", help="a teacher folder or hub name (skips pretraining)")
-    p.add_argument("--ood-text", default=os.environ.get("OOD_TEXT"),
-                   help="out-of-domain text every run is also scored on: ':'-separated .txt files or folders, "
-                        "or none (default: $OOD_TEXT, else ../shared/corpus/gutenberg when present)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps of every student run (default: the preset's)")
-    p.add_argument("--teacher-steps", type=int, help="optimizer steps of the teacher pretraining (preset's)")
-    p.add_argument("--report-dir", help="where make_report.py writes (default Individual-Final-Project-Report[/gpu])")
-    p.add_argument("--no-report", action="store_true", help="do not run make_report.py at the end")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    """The study's flags, declared once in Code/knobs/study.py (run_study.sh maps its variables from them)."""
+    p = STUDY.add_to(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    p.set_defaults(ood_text=os.environ.get("OOD_TEXT"))  # also without run_study.sh
     return p
 
 
@@ -276,7 +260,12 @@ def parse_seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return cli_main(lambda: run_study(args), (ValueError, FileNotFoundError),
+
+    def checked() -> int:
+        STUDY.check(args)  # each knob's check: one error line, exit 2
+        return run_study(args)
+
+    return cli_main(checked, (ValueError, FileNotFoundError),
                     "run the same command again to resume (finished runs are reused)")
 
 
