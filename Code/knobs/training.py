@@ -218,6 +218,9 @@ TRAINING = Knobs([
     K("skip_check", group="launcher", env="SKIP_CHECK", flag=False, help="1: skip the --check pre-flight"),
     K("check_world_size", group="launcher", env="CHECK_WORLD_SIZE", flag=False,
       help="ranks the pre-flight checks for (set by the launcher: NUM_GPUS per node x NNODES, or auto)"),
+    K("ds_accelerator", group=WHERE, env="DS_ACCELERATOR", flag=False,
+      help="DeepSpeed's own accelerator choice; with no GPU (and no VERBOSE=1) the launcher sets cpu, so DeepSpeed "
+           "does not warn in every process it starts that it fell back to the CPU"),
 ])
 
 # Every variable the training launchers read; those that only say where to run.
