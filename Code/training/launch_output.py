@@ -23,6 +23,7 @@ import sys
 NOISE = re.compile(rb"^\[[^\]]*\] \[[A-Z]+\] \[(launch|runner)\.py:\d+:\w+\]")
 ELASTIC = re.compile(rb"^[WEI]\d{4} .*torch/distributed/elastic/")
 MAYBE = (b"[", b"e", b"W", b"E")
+VERBOSE = os.environ.get("VERBOSE") == "1"  # the user asked for every library's lines: the launcher's pass too
 
 
 def main() -> int:
@@ -46,7 +47,7 @@ def main() -> int:
             if not held.endswith((b"\n", b"\r")) and held.startswith(MAYBE):
                 continue
             line, held = held, b""
-            if NOISE.match(line):
+            if NOISE.match(line) and not VERBOSE:
                 continue
             if ELASTIC.match(line):
                 mute = True
