@@ -131,3 +131,15 @@ def test_the_launcher_map_needs_no_torch():
     assert 'switch --no-critic-standardize "${NO_CRITIC_STANDARDIZE:-0}"' in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "Code.knobs", "nonsense"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.splitlines()) == 1
+
+
+def test_run_study_maps_its_variables_to_the_study_knobs():
+    from Code.knobs.study import STUDY
+    from Code.study.driver import build_parser as study_parser
+
+    assert {a.dest for a in study_parser()._actions} - {"help"} == {k.name for k in STUDY}
+    env = {k: v for k, v in quiet_env(DRY_RUN="1", JOBS="0").items() if k not in SCRIPTS.env_vars() or k in
+           ("DRY_RUN", "JOBS")}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "run_study.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert (proc.returncode, proc.stderr.strip()) == (2, "error: --jobs must be at least 1, got 0")
