@@ -195,11 +195,12 @@ def states_from_models(teacher_path: str | Path, student_path: str | Path, data_
     validation split (whole blocks of `seq_len`), both models in eval mode."""
     from Code.data_pipeline.instruction_data import task_blocks
     from Code.evaluation.passes import collect_hidden
+    from Code.modeling.families import num_layers
     from Code.modeling.layer_map import resolve_layer_map
     from Code.modeling.loading import load_student, load_teacher
 
     teacher, student = load_teacher(teacher_path), load_student(student_path).eval()
-    pairs, _ = resolve_layer_map(layer_map, None, student.config.n_layer, teacher.config.n_layer)
+    pairs, _ = resolve_layer_map(layer_map, None, num_layers(student.config), num_layers(teacher.config))
     blocks = task_blocks(data_dir, "valid", seq_len, "lm")
     n_blocks = min(len(blocks), -(-tokens // seq_len))
     ids = torch.stack([blocks[i][:-1] for i in range(n_blocks)])
