@@ -221,6 +221,8 @@ TRAINING = Knobs([
     K("ds_accelerator", group=WHERE, env="DS_ACCELERATOR", flag=False,
       help="DeepSpeed's own accelerator choice; with no GPU (and no VERBOSE=1) the launcher sets cpu, so DeepSpeed "
            "does not warn in every process it starts that it fell back to the CPU"),
+    K("distill_launch_script", group="launcher", env="DISTILL_LAUNCH_SCRIPT", flag=False,
+      help="the launcher script a stopped run's resume hint names (set by the launcher: the script it ran as)"),
 ])
 
 # Every variable the training launchers read; those that only say where to run.
