@@ -30,7 +30,13 @@ def test_adapter_finds_blocks_norm_and_head(kind):
         # the last hidden state is taken after the final norm in every family: norm(hidden before it) differs
         assert len(states) == 5 and torch.equal(states[-1], last)
         torch.testing.assert_close(families.head(model)(last), out.logits)
-        assert families.final_norm(model) is not None
+        seen = []
+        hook = families.blocks(model)[-1].register_forward_hook(
+            lambda _m, _i, o: seen.append(o[0] if isinstance(o, tuple) else o))
+        model(x)
+        hook.remove()
+        torch.testing.assert_close(families.final_norm(model)(seen[0]), states[-1])
+        assert not torch.allclose(seen[0], states[-1])
     assert isinstance(families.blocks(model)[0], torch.nn.Module)
 
 
@@ -115,6 +121,9 @@ def test_remote_code_needs_the_flag(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         load_config(tmp_path, "teacher")
     assert "--trust-remote-code" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ModelLoadError) as err:  # with the flag it goes on (here: no such code in the folder)
+        load_config(tmp_path, "teacher", trust_remote_code=True)
+    assert "--trust-remote-code" not in str(err.value)
 
 
 def test_student_of_another_family_or_vocabulary_is_refused():

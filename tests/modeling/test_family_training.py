@@ -61,6 +61,7 @@ def test_family_distils_saves_loads_and_evaluates(kind, data, tmp_path):
     assert families.num_layers(student.config) == 2
     gen = json.loads((out / "final" / "generation_config.json").read_text())
     assert gen["max_length"] == 64
+    assert json.loads((out / "final" / "tokenizer_config.json").read_text())["model_max_length"] == 64
 
     _run("evaluate_.py", ["--ckpt", str(out), *EVAL])
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
