@@ -327,7 +327,8 @@ for _spec in [
     LossSpec("swd", _swd, needs_teacher=True, needs_hidden=True, options=SWDOptions,
              doc="critic-free sliced Wasserstein distance"),
     LossSpec("wd", _wd, needs_teacher=True, needs_hidden=True, needs_critic=True, options=WDOptions,
-             doc="WGAN-GP critics: mean over layers of -E[f(student)] (wd_reduce=sum: the seed study's sum)"),
+             doc="Wasserstein critics (--critic-penalty lp|gp, --critic-pairing): mean over layers of "
+             "-E[f(student)] (wd_reduce=sum: the seed study's sum)"),
     LossSpec("sinkhorn", _sinkhorn(True), needs_teacher=True, needs_hidden=True, options=est.SinkhornOptions,
              doc="debiased Sinkhorn divergence (GeomLoss) between student and teacher states at the same positions"),
     LossSpec("sinkhorn_unpaired", _sinkhorn(False), needs_teacher=True, needs_hidden=True,
