@@ -137,3 +137,19 @@ def test_penalty_default_is_one_sided_and_the_seed_preset_keeps_gp():
     assert parse_config(["--preset", "seed_wd"]).critic.penalty == "gp"
     assert parse_config(["--loss", "wd+lm", "--critic-penalty", "gp", "--critic-pairing", "unpaired"]).critic.pairing \
         == "unpaired"
+
+
+@pytest.mark.parametrize("name", ["gauss_w2", "sinkhorn", "sinkhorn_unpaired"])
+def test_gradients_reach_real_student_positions_only(name):
+    teacher = _states(0)
+    student = [(s * 0.5).requires_grad_(True) for s in _states(1)]
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[:, -8:] = False
+    inputs = LossInputs(labels=torch.zeros(B, T, dtype=torch.long), mask=mask, student_hidden=student,
+                        teacher_hidden=teacher, seed=0, step=3)
+    total, logs = compute_losses(parse_losses(name), inputs)
+    total.backward()
+    assert set(logs) == {name, f"{name}/layer1", f"{name}/layer2"}
+    for s in student:
+        assert torch.isfinite(s.grad).all() and s.grad[:, :-8].abs().sum() > 0
+        assert s.grad[:, -8:].abs().sum() == 0
