@@ -34,11 +34,20 @@ def shown_path(path: str | Path, study_root: Path | None = None) -> str:
     return str(Path(*p.parts[-2:]))
 
 
+# Hugging Face's common config names -> GPT-2's, which the rows below format (any model family then reads alike)
+_GPT2_NAMES = {"num_hidden_layers": "n_layer", "hidden_size": "n_embd", "num_attention_heads": "n_head",
+               "max_position_embeddings": "n_positions"}
+
+
 def _config(path: str | None) -> dict:
     try:
-        return json.loads((Path(path) / "config.json").read_text()) if path else {}
+        cfg = json.loads((Path(path) / "config.json").read_text()) if path else {}
     except (OSError, json.JSONDecodeError):
         return {}
+    for common, gpt2 in _GPT2_NAMES.items():
+        if common in cfg:
+            cfg.setdefault(gpt2, cfg[common])
+    return cfg
 
 
 def model_rows(study: StudyData) -> list[list[str]]:
