@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{common['device']}, {opts.precision}, teacher {cfg.n_layer}x{cfg.n_embd} -> student "
           f"{s_cfg.n_layer} layers, vocab {cfg.vocab_size}, {opts.batch}x{opts.seq_len} tokens/step, "
-          f"n_critic {setup.cfg.critic.n_critic}, critic samples {setup.cfg.critic.max_samples}, median of {opts.rounds} "
+          f"n_critic {setup.cfg.critic.n_critic}, critic samples {setup.cfg.critic.max_samples}, "
+          f"median of {opts.rounds} "
           f"rounds x {opts.steps} step(s), {opts.clock} clock; peak {peak_flops / 1e12:.3g} TFLOP/s ({peak_source})")
     print(f"{'case':20s} {'loss':7s} {'tokens/s':>9s} {'ms/step':>8s} {'overhead':>8s} {'MFU':>6s} "
           f"{'data wait':>9s}  vs peer / peak mem")
