@@ -31,12 +31,20 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else 0
 
 
-def _write_failure(exc: BaseException) -> bool:
-    """A failed write: ENOSPC/EFBIG/EDQUOT, or torch's serializer's RuntimeError (it hides the errno)."""
-    if isinstance(exc, OSError):
-        return exc.errno in NO_SPACE
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and "write" in text and ("failed" in text or "iostream" in text)
+def _write_failure(exc: BaseException | None) -> bool:
+    """A failed write: ENOSPC/EFBIG/EDQUOT, or torch's serializer's RuntimeError, which hides the errno
+    ("file write failed", "iostream error", then "unexpected pos" when it closes the cut file), here or in the
+    exception it was raised while handling."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return True
+        text = str(exc).lower()
+        if isinstance(exc, RuntimeError) and (("write" in text and "failed" in text) or "iostream error" in text
+                                              or "unexpected pos" in text):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def disk_message(exc: BaseException, out_dir: str | Path, need_bytes: int | None = None) -> str | None:
@@ -56,7 +64,7 @@ def disk_message(exc: BaseException, out_dir: str | Path, need_bytes: int | None
     else:
         why = f"no space left on the device ({free / 2**20:.1f} MiB free)"
     need = f", about {need_bytes / 2**20:.1f} MiB needed" if need_bytes else ""
-    return (f"{why} writing {where}{need}; nothing half-written was kept (the newest whole checkpoint is intact): "
+    return (f"{why} writing {where}{need}; nothing half-written was kept (older checkpoints are intact): "
             "free space or raise the limit, then resume with --resume (RESUME=1), or pass another --out-dir")
 
 

@@ -259,7 +259,9 @@ class Trainer:
                                 keep=self.cfg.log.keep_checkpoints)
         except (OSError, RuntimeError) as exc:  # a full disk: drop the partial step folder, say so in one line
             tag = newest_whole(self.ckpt_root)
-            message = disk_message(exc, self.ckpt_root, folder_bytes(self.ckpt_root / tag) if tag else None)
+            need = folder_bytes(self.ckpt_root / tag) if tag else 3 * sum(  # weights and two Adam moments
+                p.numel() * p.element_size() for p in self.engine.module.parameters() if p.requires_grad)
+            message = disk_message(exc, self.ckpt_root / f"step{step}", need)
             if message is None:
                 raise
             shutil.rmtree(self.ckpt_root / f"step{step}", ignore_errors=True)
