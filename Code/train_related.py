@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None, step_type: type | None = None) -> None:
         if os.environ.get("DISTILL_DEBUG"):
             raise
         fail(f"[rank {rank()}] {message}" if world_size() > 1 else message)
-    sys.exit(code)
+    if code:  # a clean stop after a signal: 143 / 130 (Code/training/stops.py); 0 returns normally
+        sys.exit(code)
 
 
 if __name__ == "__main__":

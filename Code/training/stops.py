@@ -15,6 +15,7 @@ kill (kill -9, a lost node) loses at most that much work.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from typing import Any
 
@@ -36,6 +37,8 @@ class StopWatch:
 
     def install(self) -> None:
         """Catch SIGTERM and SIGINT from now on (model loading before this still dies at once: nothing to save)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (a Trainer driven from a worker thread: no clean stop)
         for sig in STOP_CODES:
             self._previous[sig] = signal.signal(sig, self._handle)
         if hasattr(signal, "SIGXFSZ"):  # a file size limit (ulimit -f): an OSError to report, not a silent death
