@@ -86,3 +86,19 @@ def test_saved_student_generates_through_pipeline_defaults(data, tmp_path):
     assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 64
     text = pipeline("text-generation", model=str(folder), device="cpu")(prompt)[0]["generated_text"]
     assert text.startswith(prompt) and len(text) > len(prompt)
+
+
+def test_narrower_random_student_of_a_rope_family_trains_through_projections(data, tmp_path):
+    """`--student-config` over a Llama teacher's config: half the width, so the hidden-state terms and the
+    critics compare through the student's projections into the teacher's width."""
+    meta = json.loads((data / "meta.json").read_text())
+    teacher = save_teacher("llama", tmp_path / "teacher", vocab=int(meta["vocab_size"]), eos=int(meta["eos_id"]))
+    out = tmp_path / "run"
+    spec = "num_hidden_layers=2,hidden_size=16,num_attention_heads=2,num_key_value_heads=1,intermediate_size=32"
+    _run("train_related.py", ["--teacher", str(teacher), "--data-dir", str(data), "--out-dir", str(out),
+                              "--loss", "mse+wd+kd", "--student-config", spec, "--layer-map", "uniform", *FLAGS])
+    train = [r for r in read_metrics(out) if r["kind"] == "train"]
+    assert all(torch.isfinite(torch.tensor(r[f"loss/{t}"])) for r in train for t in ("mse", "wd", "kd"))
+    student = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert (student.config.model_type, families.hidden_size(student.config)) == ("llama", 16)
+    assert json.loads((out / "final" / "distill_info.json").read_text())["layer_map"] == [[1, 2], [2, 4]]
