@@ -112,14 +112,14 @@ def describe(config: PretrainedConfig) -> str:
 
 
 def with_layers(config: PretrainedConfig, layers: list[int] | int) -> PretrainedConfig:
-    """A copy of `config` with the given teacher blocks (or a count, the first ones): every per-layer list
+    """A copy of `config` keeping the given blocks (or a count: the first ones); every per-layer list
     (Qwen's `layer_types`, ...) keeps the entries of the kept blocks, so each block keeps its attention kind."""
     n = num_layers(config)
     keep = list(range(layers)) if isinstance(layers, int) else list(layers)
     out = copy.deepcopy(config)
     for key, value in config.to_dict().items():
-        if isinstance(value, list) and len(value) == n and n > 0 and key != "architectures":
-            setattr(out, key, [value[i] if i < n else value[-1] for i in keep])
+        if isinstance(value, list) and len(value) == n and key != "architectures":
+            setattr(out, key, [value[i] for i in keep])
     out.num_hidden_layers = len(keep)
     return out
 
