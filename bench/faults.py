@@ -156,11 +156,10 @@ def kills(s: Setup, ref: Path, n: int, rng: random.Random) -> None:
         if not wait_step(out, proc, at):
             break
         time.sleep(rng.random() * 0.5)  # mid-step, mid-save or mid-log
-        reached = logged_step(out)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        code = proc.returncode
-        lost += reached - (latest_whole_step(out) or 0)
+        code = 128 - proc.returncode if proc.returncode < 0 else proc.returncode  # as a shell reports it
+        lost += logged_step(out) - (latest_whole_step(out) or 0)  # steps trained past the checkpoint resumed
     final = run(s.cmd(out, "--resume"), env())
     what = f"{n} kills, each resumed from the newest whole checkpoint; final {same_final(ref, out)}"
     row(f"kill -9 at random moments (x{n})", what if final.returncode == 0 else said(final), lost, code)
