@@ -317,20 +317,6 @@ def tvd_rows(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     return _rows("tvd", student, teacher, temperature)
 
 
-def topk_kl_rows(student: Tensor, teacher: Tensor, temperature: float, k: int) -> Tensor:
-    """KL over the teacher's top-k tokens: teacher renormalized over them, student's full log-softmax.
-
-    The student's normalizer still covers the whole vocabulary, so mass it puts outside the teacher's
-    top-k is penalized; with k = V this is exactly the full forward KL.
-    """
-    k = min(k, teacher.shape[-1])
-    inv_temp = 1.0 / temperature
-    top_vals, top_idx = teacher.topk(k, dim=-1, sorted=False)
-    logp = F.log_softmax(top_vals.float() * inv_temp, dim=-1)
-    logq = student.gather(1, top_idx).float() * inv_temp - _LogSumExp.apply(student, inv_temp)[:, None]
-    return (logp.exp() * (logp - logq)).sum(-1)
-
-
 # ------------------------------------------------------------------- plain autograd (a teacher with grad)
 def plain_rows(kind: str, student: Tensor, teacher: Tensor, inv_temp: float, c: float = 0.0) -> Tensor:
     """The textbook form on whole rows: both log-softmaxes materialized, then the divergence (autograd

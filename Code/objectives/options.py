@@ -35,7 +35,7 @@ class LogitOptions:
 
 @dataclass(frozen=True)
 class KDOptions(LogitOptions):
-    kd_topk: int = 0  # KL over the teacher's top-k tokens only; 0 = the full vocabulary
+    kd_topk: int = 0  # KL over the teacher's top-k tokens plus the rest as one bucket (topk_kd.py); 0 = all
 
     def __post_init__(self) -> None:
         super().__post_init__()

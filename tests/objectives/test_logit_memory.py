@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from Code.objectives import logit as ll
+from Code.objectives import topk_kd as tk
 from Code.objectives.masking import label_mask, masked_mean
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +131,7 @@ def test_cross_entropy_equals_torch(chunking, dtype):
 def test_topk_with_k_equal_vocab_is_forward_kl(chunking):
     s, t, labels, _ = make(torch.float32, seed=2)
     a, b = s.clone().requires_grad_(), s.clone().requires_grad_()
-    v_top = masked_mean(ll.topk_kl_rows(a, t, 2.0, V), label_mask(labels))
+    v_top = masked_mean(tk.topk_kl_rows(a, tk.topk_targets(t, V, 2.0)), label_mask(labels))
     v_full = masked_mean(ll.forward_kl_rows(b, t, 2.0), label_mask(labels))
     assert v_top.item() == pytest.approx(v_full.item(), rel=1e-5)
     torch.testing.assert_close(torch.autograd.grad(v_top, a)[0], torch.autograd.grad(v_full, b)[0],

@@ -12,6 +12,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from Code.critic import CriticTrainer
 from Code.modeling.student import DistillStudent, HiddenProjections
 from Code.objectives import logit as ll
+from Code.objectives import topk_kd as tk
 from Code.objectives.masking import label_mask, masked_mean
 from Code.objectives.parsing import parse_losses
 from Code.objectives.registry import REGISTRY, LossInputs, compute_losses
@@ -106,7 +107,7 @@ def test_bf16_logits_into_every_logit_loss_of_the_registry(name):
 @pytest.mark.parametrize("fn", [
     lambda s, t: ll.forward_kl_rows(s, t, 2.0), lambda s, t: ll.reverse_kl_rows(s, t, 2.0),
     lambda s, t: ll.jsd_rows(s, t, 2.0, 0.5), lambda s, t: ll.skew_kl_rows(s, t, 2.0, 0.1),
-    lambda s, t: ll.tvd_rows(s, t, 2.0), lambda s, t: ll.topk_kl_rows(s, t, 2.0, 5),
+    lambda s, t: ll.tvd_rows(s, t, 2.0), lambda s, t: tk.topk_kl_rows(s, tk.topk_targets(t, 5, 2.0)),
 ], ids=["kd", "rkl", "jsd", "skl", "tvd", "kd-topk"])
 def test_bf16_logits_at_temperature_two(fn):
     g = _gen(5)
