@@ -49,7 +49,8 @@ def test_a_lower_bound_of_the_full_kl_that_grows_with_k():
     for smaller, larger in zip(values, values[1:], strict=False):
         assert bool((smaller <= larger + 1e-6).all())
     assert bool((values[-1] <= full + 1e-6).all()) and bool((values[0] >= -1e-6).all())
-    assert float(values[0].detach().mean()) < 0.9 * float(full.detach().mean())  # k = 1 drops information the full KL sees
+    # k = 1 drops information the full KL sees
+    assert float(values[0].detach().mean()) < 0.9 * float(full.detach().mean())
 
 
 def test_zero_when_the_student_matches_the_teacher_on_the_top_k_and_the_rest():
