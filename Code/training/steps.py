@@ -150,6 +150,8 @@ class DistillStep:
             step.plan = LossPlan.from_terms(cfg.losses, cached=True)
             step.cache_temperature = cache.temperature
             step.info["teacher_cache"] = str(cache.path)
+            if not step.plan.needs_teacher:  # the teacher only built the student: free its memory
+                step.teacher = models.teacher = None
         return step
 
     @staticmethod
