@@ -90,12 +90,12 @@ def logged_step(out: Path) -> int:
     return max(steps, default=0)
 
 
-def wait_step(out: Path, proc: subprocess.Popen, step: int, timeout: float = 400) -> bool:
+def wait_step(out: Path, proc: subprocess.Popen, step: int, timeout: float = 400, poll: float = 0.05) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         if logged_step(out) >= step:
             return True
-        time.sleep(0.05)
+        time.sleep(poll)
     return False
 
 
@@ -146,23 +146,29 @@ def uninterrupted(s: Setup) -> Path:
 def kills(s: Setup, ref: Path, n: int, rng: random.Random) -> None:
     """kill -9 at random steps, n times on one run, resuming after each; then the run finishes."""
     out = s.root / "killed"
-    lost, code = 0, None
+    pairs: list[tuple[int, int]] = []
+    code = None
     for i in range(n):
-        proc = start(s.cmd(out, *(["--resume"] if i else [])), env())
         low = logged_step(out) + 1
-        if low > STEPS - 2:
+        if low > STEPS - 3:
             break
-        at = rng.randint(low, STEPS - 2)
-        if not wait_step(out, proc, at):
+        at = rng.randint(low, STEPS - 3)
+        proc = start(s.cmd(out, *(["--resume"] if i else [])), env())
+        if not wait_step(out, proc, at, poll=0.005):  # a random step, then a random moment within it
+            proc.communicate()                        # (a tiny step takes 0.03-0.1 s): mid-step, mid-save, mid-log
             break
-        time.sleep(rng.random() * 0.5)  # mid-step, mid-save or mid-log
+        time.sleep(rng.uniform(0, 0.05))
+        if proc.poll() is not None:
+            break
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         code = 128 - proc.returncode if proc.returncode < 0 else proc.returncode  # as a shell reports it
-        lost += logged_step(out) - (latest_whole_step(out) or 0)  # steps trained past the checkpoint resumed
+        pairs.append((logged_step(out), latest_whole_step(out) or 0))  # (logged when killed, resumed from)
     final = run(s.cmd(out, "--resume"), env())
-    what = f"{n} kills, each resumed from the newest whole checkpoint; final {same_final(ref, out)}"
-    row(f"kill -9 at random moments (x{n})", what if final.returncode == 0 else said(final), lost, code)
+    what = (f"killed after step {', '.join(str(a) for a, _ in pairs)}; resumed from step "
+            f"{', '.join(str(b) for _, b in pairs)}; final {same_final(ref, out)}")
+    row(f"kill -9 at random moments (x{len(pairs)})", what if final.returncode == 0 else said(final),
+        sum(a - b for a, b in pairs), code)
 
 
 def latest_whole_step(out: Path) -> int | None:
