@@ -65,6 +65,8 @@ fi
 # (DeepSpeed's launcher gives the ranks 30 s after the signal before it kills them.) The ranks' stderr goes
 # through Code/training/launch_output.py: nothing after our own `error:` line, none of the launcher's noise.
 export DISTILL_LAUNCH_SCRIPT="${DISTILL_LAUNCH_SCRIPT:-$0}"  # named by the resume hint
+# A launcher killed with -9 cannot forward anything: its ranks watch this PID and save and stop when it is gone.
+export DISTILL_LAUNCHER_PID=$$ DISTILL_LAUNCHER_HOST="${HOSTNAME:-$(hostname)}"
 set +e
 # shellcheck disable=SC2016  # $@ and PIPESTATUS belong to the inner shell
 job=""
@@ -72,7 +74,9 @@ stopped=""
 forward() { stopped="$1"; if [[ -n "$job" ]]; then kill -s TERM -- "-$job" 2>/dev/null; fi; }
 trap 'forward 143' TERM
 trap 'forward 130' INT
-setsid bash -c '{ "$@" 2>&1 1>&3 3>&- | python3 -m Code.training.launch_output >&2 3>&-
+# The job's own shell traps the signal (children get the default action back) so that it, and this script,
+# wait until the last rank has saved and exited, instead of ending first and leaving them to a scheduler's kill.
+setsid bash -c 'trap : TERM INT; { "$@" 2>&1 1>&3 3>&- | python3 -m Code.training.launch_output >&2 3>&-
   exit "${PIPESTATUS[0]}"; } 3>&1 | python3 -m Code.training.launch_output; exit "${PIPESTATUS[0]}"' launch "${cmd[@]}" &
 job=$!
 if [[ -n "$stopped" ]]; then forward "$stopped"; fi  # a signal that came while the job was starting

@@ -7,14 +7,18 @@ prints one line (the step saved and the command that resumes it) and exits with 
 
     143  stopped by SIGTERM, checkpoint saved      130  stopped by SIGINT (Ctrl-C), checkpoint saved
 
-A second Ctrl-C gives up on the save (KeyboardInterrupt). `--save-every-minutes` (rank 0's clock, shared by
-the same all-reduce) saves a checkpoint whenever that much time has passed since the last save, so a hard
-kill (kill -9, a lost node) loses at most that much work.
+A second Ctrl-C gives up on the save (KeyboardInterrupt). A launcher that is gone (killed with -9: nothing
+to trap) counts as a SIGTERM: its ranks (DISTILL_LAUNCHER_PID, on its host) save and stop at the next step.
+`--save-every-minutes` (rank 0's clock, shared by the same all-reduce) saves a checkpoint whenever that much
+time has passed since the last save, so a hard kill of the ranks (kill -9, a lost node) loses at most that
+much work.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -34,6 +38,8 @@ class StopWatch:
         self.signal: int | None = None
         self.last_save = time.monotonic()
         self._previous: dict[int, Any] = {}
+        same_host = os.environ.get("DISTILL_LAUNCHER_HOST") == socket.gethostname()
+        self.launcher_pid = int(os.environ.get("DISTILL_LAUNCHER_PID", "0") or 0) if same_host else 0
 
     def install(self) -> None:
         """Catch SIGTERM and SIGINT from now on (model loading before this still dies at once: nothing to save)."""
@@ -60,8 +66,21 @@ class StopWatch:
     def saved(self) -> None:
         self.last_save = time.monotonic()
 
+    def launcher_gone(self) -> bool:
+        if not self.launcher_pid:
+            return False
+        try:
+            os.kill(self.launcher_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def poll(self) -> tuple[bool, bool]:
         """(stop now, save now): the same answer on every rank."""
+        if self.signal is None and self.launcher_gone():
+            self.signal = signal.SIGTERM
         flags = torch.tensor([float(self.signal or 0), float(self.every_s > 0 and
                                                                time.monotonic() - self.last_save >= self.every_s)],
                              device=self.device)

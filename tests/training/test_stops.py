@@ -107,3 +107,17 @@ def test_disk_full_is_one_line_naming_the_path_and_the_bytes(tmp_path):
     assert disk_message(torch_style, tmp_path) is not None
     assert disk_message(OSError(errno.EACCES, "Permission denied"), tmp_path) is None
     assert disk_message(RuntimeError("shape mismatch"), tmp_path) is None
+
+
+def test_a_launcher_killed_with_9_stops_its_ranks_as_a_sigterm(monkeypatch):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its PID now names no process
+    monkeypatch.setenv("DISTILL_LAUNCHER_PID", str(gone.pid))
+    monkeypatch.setenv("DISTILL_LAUNCHER_HOST", socket.gethostname())
+    watch = StopWatch(save_every_minutes=0, world_size=1)
+    assert watch.poll() == (True, False) and watch.exit_code == 143
+    monkeypatch.setenv("DISTILL_LAUNCHER_PID", str(os.getpid()))  # alive: nothing happens
+    assert StopWatch(save_every_minutes=0, world_size=1).poll() == (False, False)
+    monkeypatch.setenv("DISTILL_LAUNCHER_PID", str(gone.pid))
+    monkeypatch.setenv("DISTILL_LAUNCHER_HOST", "another-node")  # a PID of another host says nothing here
+    assert StopWatch(save_every_minutes=0, world_size=1).poll() == (False, False)

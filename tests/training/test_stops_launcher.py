@@ -40,9 +40,19 @@ def env_for(tiny, out: Path, **extra: str) -> dict[str, str]:
 
 
 def launch(tiny, out: Path, *extra: str, **env: str) -> subprocess.Popen:
+    """The launcher in the background, its output to files (a pipe would fill up and block it)."""
+    logs = out.parent / f"{out.name}.log"
     return subprocess.Popen(["bash", str(CODE / "wd_stu_base.sh"), *FLAGS, *extra], env=env_for(tiny, out, **env),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, stdout=open(f"{logs}.out", "w"), stderr=open(f"{logs}.err", "w"),  # noqa: SIM115
                             start_new_session=True)
+
+
+def finished(proc: subprocess.Popen, out: Path) -> tuple[str, str]:
+    """Wait for the launcher alone; by the time it exits, no process of its run may be left."""
+    proc.wait(timeout=300)
+    assert processes_of(out) == []  # no rank outlives the launcher
+    logs = out.parent / f"{out.name}.log"
+    return Path(f"{logs}.out").read_text(), Path(f"{logs}.err").read_text()
 
 
 def wait_for_step(out: Path, proc: subprocess.Popen, step: int) -> None:
@@ -83,30 +93,31 @@ def one_error(proc: subprocess.CompletedProcess | subprocess.Popen, stderr: str)
     return errors[0]
 
 
-def test_sigterm_to_the_launcher_saves_stops_every_rank_and_the_resume_ends_as_an_uninterrupted_run(tiny):
+@pytest.mark.parametrize("launcher", ["deepspeed", "torchrun"])
+def test_sigterm_to_the_launcher_saves_stops_every_rank_and_the_resume_ends_as_an_uninterrupted_run(tiny, launcher):
     root = tiny[2]
-    out = root / "stopped"
-    proc = launch(tiny, out)
+    out = root / f"stopped_{launcher}"
+    proc = launch(tiny, out, LAUNCHER=launcher)
     wait_for_step(out, proc, 3)
     second = subprocess.run(["bash", str(CODE / "wd_stu_base.sh"), *FLAGS, "--resume"], cwd=REPO, text=True,
-                            env=env_for(tiny, out), capture_output=True, timeout=300)
+                            env=env_for(tiny, out, LAUNCHER=launcher), capture_output=True, timeout=300)
     line = one_error(second, second.stderr)  # the folder is in use: one line naming the live run
     assert "is in use by run PID" in line and "kill -TERM" in line
 
     os.kill(proc.pid, signal.SIGTERM)  # the launcher's PID: what a scheduler signals
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = finished(proc, out)
     assert proc.returncode == 143, stderr[-3000:]
     step, _ = stopped_line(stdout, out)
     assert 3 <= step < int(LONG) and (out / "checkpoints" / f"step{step}" / "manifest.json").is_file()
     assert "[ERROR]" not in stderr + stdout and "Traceback" not in stderr
-    assert processes_of(out) == []  # no rank outlives the launcher
     assert not (out / "run.lock").exists()
 
     end = str(step + 5)  # --max-steps may change on resume (recorded in resumes.jsonl)
-    resumed = run_ok(["bash", str(CODE / "wd_stu_base.sh"), *FLAGS], env_for(tiny, out, RESUME="1", MAX_STEPS=end))
+    resumed = run_ok(["bash", str(CODE / "wd_stu_base.sh"), *FLAGS], env_for(tiny, out, RESUME="1", MAX_STEPS=end,
+                                                                       LAUNCHER=launcher))
     assert f"resumed from step {step} of {end}" in resumed.stdout
-    full = root / "full"
-    run_ok(["bash", str(CODE / "wd_stu_base.sh"), *FLAGS], env_for(tiny, full, MAX_STEPS=end))
+    full = root / f"full_{launcher}"
+    run_ok(["bash", str(CODE / "wd_stu_base.sh"), *FLAGS], env_for(tiny, full, MAX_STEPS=end, LAUNCHER=launcher))
     want, got = load_file(full / "final" / "model.safetensors"), load_file(out / "final" / "model.safetensors")
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
@@ -118,14 +129,13 @@ def test_sigterm_to_one_rank_stops_both_ranks_at_the_same_saved_step(tiny):
     ranks = [pid for pid in processes_of(out) if b"--local_rank=1" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(ranks) == 1
     os.kill(ranks[0], signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = finished(proc, out)
     assert proc.returncode == 143, stderr[-3000:]
     step, _ = stopped_line(stdout, out)
     folder = out / "checkpoints" / f"step{step}"
     assert (folder / "manifest.json").is_file()
     assert {p.name for p in folder.glob("rank*_state.pt")} == {"rank0_state.pt", "rank1_state.pt"}
     assert "[ERROR]" not in stderr + stdout
-    assert processes_of(out) == []
 
     changed = subprocess.run(["bash", str(CODE / "wd_stu_base.sh"), *FLAGS], env=env_for(tiny, out, RESUME="1"),
                              cwd=REPO, capture_output=True, text=True, timeout=300)
