@@ -266,6 +266,24 @@ def _cmdline(proc_dir: Path, *marks: str) -> bool:
     return all(m.encode() in line for m in marks)
 
 
+def kill9_launcher(s: Setup) -> None:
+    """kill -9 to the launcher script: nothing to trap; its ranks notice it is gone, save and stop."""
+    out = s.root / "kill9_launcher"
+    proc = start(s.launcher(*LONG), s.launcher_env(out))
+    wait_step(out, proc, 4)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 120
+    while time.time() < deadline and any(_cmdline(p, f"--out-dir {out} ") for p in Path("/proc").iterdir()
+                                         if p.name.isdigit()):
+        time.sleep(0.2)
+    left = sum(_cmdline(p, f"--out-dir {out} ") for p in Path("/proc").iterdir() if p.name.isdigit())
+    reached, stop = logged_step(out), latest_whole_step(out) or 0
+    stopped = [ln for ln in proc.stdout.read().splitlines() if ln.startswith("stopped by")] if proc.stdout else []
+    row("kill -9 to the launcher", (stopped[0] if stopped else f"checkpoint step{stop} saved") +
+        f"; {left} process(es) of the run left", max(0, reached - stop), 128 - proc.returncode)
+
+
 def changed_setting(s: Setup, ref: Path) -> None:
     out = copy_run(ref, "changed")
     proc = run(s.cmd(out, "--resume", "--max-steps", str(STEPS + 5), "--seq-len", "16"), env())
@@ -337,6 +355,7 @@ def main() -> None:
         rng = random.Random(args.seed)
         steps = [("kills", lambda: kills(s, ref, args.kills, rng)), ("damaged", lambda: damaged_checkpoints(s, ref)),
                  ("sigterm", lambda: sigterm_launcher(s)), ("sigterm_rank", lambda: sigterm_rank(s)),
+                 ("kill9_launcher", lambda: kill9_launcher(s)),
                  ("changed", lambda: changed_setting(s, ref)), ("checkout", lambda: other_checkout(s)),
                  ("disk", lambda: full_disk(s)), ("port", lambda: busy_port(s)), ("data", lambda: data_faults(s))]
         for name, fn in steps:
