@@ -66,7 +66,7 @@ fi
 # through Code/training/launch_output.py: nothing after our own `error:` line, none of the launcher's noise.
 export DISTILL_LAUNCH_SCRIPT="${DISTILL_LAUNCH_SCRIPT:-$0}"  # named by the resume hint
 # A launcher killed with -9 cannot forward anything: its ranks watch this PID and save and stop when it is gone.
-export DISTILL_LAUNCHER_PID=$$ DISTILL_LAUNCHER_HOST="${HOSTNAME:-$(hostname)}"
+export DISTILL_LAUNCHER_PID=$$ DISTILL_LAUNCHER_HOST="$(hostname)"
 set +e
 # shellcheck disable=SC2016  # $@ and PIPESTATUS belong to the inner shell
 job=""
