@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -19,12 +20,25 @@ FAKE = """#!/usr/bin/env bash
 printf '%s\\0' "$(basename "$0")" "$@" > "$CAPTURE_FILE"
 """
 
+# The launcher also calls python3 for its own helpers (`-m Code.knobs launcher-map`, `-m Code.training.
+# launch_output`, the free port, the GPU count): those run for real. Only an entry script is recorded, and
+# its `--check` pass succeeds at once (pre-flight has tests of its own; the test runs the entry itself).
+FAKE_PYTHON = """#!/usr/bin/env bash
+case "${1:-}" in
+  *.py) if [[ " $* " == *" --check "* ]]; then exit 0; fi
+        printf '%s\\0' "$(basename "$0")" "$@" > "$CAPTURE_FILE" ;;
+  -c) echo 0 ;;  # torch.cuda.device_count(): these tests run on CPU ranks
+  *) exec "{python}" "$@" ;;
+esac
+"""
+
 
 def fake_bin(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("deepspeed", "torchrun", "python3"):
+    for name, text in (("deepspeed", FAKE), ("torchrun", FAKE),
+                       ("python3", FAKE_PYTHON.replace("{python}", sys.executable))):
         path = folder / name
-        path.write_text(FAKE)
+        path.write_text(text)
         path.chmod(0o755)
     return folder
 
