@@ -8,14 +8,18 @@ argument, not a variable.
 from __future__ import annotations
 
 from Code.knobs import Knob, Knobs, at_least
-from Code.study.presets import METHODS, PRESETS
+from Code.study.presets import FAMILIES, METHODS, PRESETS
 
 K = Knob
 STUDY = Knobs([
     K("preset", "cpu", choices=tuple(sorted(PRESETS)), group="study",
       help="the study's size and data (run_study.sh: its first argument)"),
     K("study_dir", help="study folder (default study/<preset>)", group="study", env="STUDY_DIR"),
-    K("methods", help=f"comma list (default all: {','.join(METHODS)})", group="study", env="METHODS"),
+    K("stages", help="comma list of tune, test, budget, calibration (default all, in that order)", group="study",
+      env="STAGES"),
+    K("methods", group="study", env="METHODS",
+      help=f"test stage: comma list of methods ({','.join(METHODS)}) or tuned families ({','.join(FAMILIES)}: "
+           "each at its validation-best weight; default the preset's)"),
     K("seeds", help="comma list of seeds, or a count N meaning 1..N (default 1,2,3)", group="study", env="SEEDS"),
     K("jobs", None, int, help="runs side by side (default: the preset's)", group="study", env="JOBS",
       check=at_least(1)),
@@ -31,6 +35,8 @@ STUDY = Knobs([
            "(default: ../shared/corpus/gutenberg when present)"),
     K("max_steps", None, int, help="optimizer steps of every student run (default: the preset's)", group="runs",
       env="MAX_STEPS", check=at_least(1)),
+    K("budget_steps", None, int, help="steps of the budget point's runs (default: the preset's; 0: none)",
+      group="runs", env="BUDGET_STEPS", check=at_least(0)),
     K("teacher_steps", None, int, help="optimizer steps of the teacher pretraining (preset's)", group="runs",
       env="TEACHER_STEPS", check=at_least(1)),
     K("report_dir", help="where make_report.py writes (default Individual-Final-Project-Report[/gpu])",

@@ -31,19 +31,27 @@ from Code.cli import cli_main
 from Code.data_pipeline.data_layout import META
 from Code.knobs.study import STUDY
 from Code.processes import child_env, cpu_seconds, free_port, git_state, hardware, last_line, load_average, run_logged
+from Code.run_folder import is_trained, read_distill_info, read_eval
 from Code.study.plan import (  # noqa: F401  (run_state, check_settings, launcher_vars: the study's API, tested)
+    OOD_CONVENTIONS,
+    Stage,
     StudyError,
+    best_of_kind,
     check_settings,
+    choose_weight,
     corpus_files,
     data_command,
+    has_ood,
     launcher_path,
     launcher_vars,
     ood_file_list,
     ood_text,
+    resolve_method,
     run_state,
+    stages,
     student_env,
 )
-from Code.study.presets import METHODS, PRESETS, Method, Preset
+from Code.study.presets import FAMILIES, PRESETS, Method, Preset
 from Code.utils import atomic_write_text
 
 
@@ -156,29 +164,31 @@ class Study:
             for name in lists:
                 self.invocation[name].append(key)
 
-    def one_run(self, method: Method, seed: int, teacher: str, data_dir: Path) -> None:
+    def one_run(self, stage: Stage, method: Method, seed: int, teacher: str, data_dir: Path) -> None:
         if self.stop.is_set():
             return
-        key = f"{method.name}/seed{seed}"
-        run_dir = self.root / "runs" / method.name / f"seed{seed}"
-        env = student_env(self.preset, method, seed, run_dir, teacher, data_dir)
-        state = run_state(run_dir, self.ood_files)
-        self.note(key, dir=str(run_dir.relative_to(self.root)), method=method.name, seed=seed)
+        key = stage.key(method.name, seed)
+        run_dir = stage.run_dir(self.root, method.name, seed)
+        env = student_env(self.preset, method, seed, run_dir, teacher, data_dir, stage.train)
+        ood_files = self.ood_files if stage.ood else None
+        state = run_state(run_dir, ood_files)
+        self.note(key, dir=str(run_dir.relative_to(self.root)), method=method.name, seed=seed, stage=stage.name)
         logs = self.root / "logs"
+        log = f"{'' if stage.name == 'test' else stage.name + '_'}{method.name}_seed{seed}"
         if state == "done":
             self.note(key, ("reused",))
             self.say(f"{key}: finished before, reused")
             return
         if state == "eval" and (run_dir / "eval" / "metrics.json").is_file():
-            self.say(f"{key}: trained and evaluated before, without the out-of-domain PPL of these files: "
-                     "evaluating again (not retraining)")
+            self.say(f"{key}: trained and evaluated before, without the out-of-domain PPL of these files (in "
+                     f"{OOD_CONVENTIONS} conventions): evaluating again (not retraining)")
         if state in ("train", "resume"):
             if state == "resume":
                 env["RESUME"] = "1"
             self.say(f"{key}: {'resuming' if state == 'resume' else 'training'}")
             cmd = ["bash", str(launcher_path(method.launcher)), *self.preset.train_flags,
                    *self.preset.method_flags.get(method.name, [])]
-            ok, wall = self.execute(cmd, env, logs / f"{method.name}_seed{seed}.train.log", f"{key} training")
+            ok, wall = self.execute(cmd, env, logs / f"{log}.train.log", f"{key} training")
             spent = self.manifest["runs"][key].get("train_wall_s", 0.0) + wall  # a resumed run adds up
             self.note(key, ("resumed" if state == "resume" else "trained",), train_wall_s=round(spent, 1))
             if not ok:
@@ -188,11 +198,11 @@ class Study:
         if self.stop.is_set():
             return
         cmd = [sys.executable, str(CODE / "evaluate_.py"), "--ckpt", str(run_dir / "final"), "--out-dir",
-               str(run_dir / "eval"), "--seed", "0", "--threads", str(self.threads), *self.preset.eval_flags,
+               str(run_dir / "eval"), "--seed", "0", "--threads", str(self.threads), *stage.eval_flags,
                "--overwrite"]  # a run reaches here to be (re-)evaluated: its earlier eval/ is replaced on purpose
-        if self.ood:
+        if self.ood and stage.ood:
             cmd += ["--ood-text", *self.ood]
-        ok, wall = self.execute(cmd, {}, logs / f"{method.name}_seed{seed}.eval.log", f"{key} evaluation")
+        ok, wall = self.execute(cmd, {}, logs / f"{log}.eval.log", f"{key} evaluation")
         self.note(key, ("evaluated" if ok else "failed",), eval_wall_s=round(wall, 1),
                   status="done" if ok else "failed evaluation")
         if ok and not self.dry_run:
@@ -200,26 +210,121 @@ class Study:
             self.say(f"{key}: done (train {train_s:.0f} s, eval {wall:.0f} s)")
         self.save()
 
-    def runs(self, methods: list[Method], seeds: list[int], teacher: str, data_dir: Path) -> None:
+    def runs(self, stage: Stage, methods: list[Method], seeds: list[int], teacher: str, data_dir: Path) -> None:
         # seed-major order: a study cut short still has every method at its first seeds
         todo = [(m, s) for s in seeds for m in methods]
         for m, s in todo:  # refuse a mixed-up study before any work starts
-            run_dir = self.root / "runs" / m.name / f"seed{s}"
-            check_settings(run_dir, student_env(self.preset, m, s, run_dir, teacher, data_dir))
+            run_dir = stage.run_dir(self.root, m.name, s)
+            check_settings(run_dir, student_env(self.preset, m, s, run_dir, teacher, data_dir, stage.train))
+        if not todo:
+            return
+        started = time.perf_counter()
         if self.jobs <= 1 or self.dry_run:
             for m, s in todo:
-                self.one_run(m, s, teacher, data_dir)
+                self.one_run(stage, m, s, teacher, data_dir)
+        else:
+            pool = ThreadPoolExecutor(self.jobs)
+            try:
+                for future in [pool.submit(self.one_run, stage, m, s, teacher, data_dir) for m, s in todo]:
+                    future.result()
+            except BaseException:
+                # Ctrl-C (or a crash): start nothing new; the running children got the same SIGINT
+                self.stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
+        self.invocation["stages"][f"{stage.name}_s"] = round(time.perf_counter() - started, 1)
+
+    # ------------------------------------------------------------------------------ tuning and choices
+    def tuned(self, stage: Stage, families: list[str]) -> tuple[dict, dict]:
+        """Each family's validation PPL per grid weight (None: not evaluated) and its chosen weight."""
+        tuned: dict[str, dict[str, float | None]] = {}
+        for name in families:
+            tuned[name] = {}
+            for weight in FAMILIES[name].weights:
+                metrics = read_eval(stage.run_dir(self.root, FAMILIES[name].method(weight).name,
+                                                  self.preset.tune_seed))
+                tuned[name][weight] = metrics["student"]["ppl"] if metrics else None
+        chosen = {name: choose_weight(grid) for name, grid in tuned.items()}
+        return tuned, chosen
+
+    def tune(self, stage: Stage, families: list[str], teacher: str, data_dir: Path) -> dict[str, str | None]:
+        grid = [FAMILIES[f].method(w) for f in families for w in FAMILIES[f].weights]
+        if grid:
+            self.say(f"tune: {len(families)} families x their weights = {len(grid)} runs, seed "
+                     f"{self.preset.tune_seed}, chosen by validation PPL")
+        self.runs(stage, grid, [self.preset.tune_seed], teacher, data_dir)
+        tuned, chosen = self.tuned(stage, families)
+        self.manifest["tuning"] = {"seed": self.preset.tune_seed, "split": "valid", "families": {
+            f: {"label": FAMILIES[f].label, "kind": FAMILIES[f].kind, "term": FAMILIES[f].term,
+                "valid_ppl": tuned[f], "chosen": chosen[f]} for f in families}}
+        for f in families:
+            if chosen[f]:
+                grid_text = ", ".join(f"{w}: {v:.2f}" for w, v in tuned[f].items())
+                self.say(f"tune: {f} -> weight {chosen[f]} (validation PPL {grid_text})")
+            else:
+                self.say(f"tune: {f} has unfinished grid points: not chosen (run again to finish tuning)")
+        return chosen
+
+
+    def budget_methods(self, tune: Stage, families: list[str], chosen: dict[str, str | None]) -> dict[str, Method]:
+        """role -> method of the budget point: named methods and families, `best:<kind>` resolved by validation."""
+        tuned, _ = self.tuned(tune, families)
+        out: dict[str, Method] = {}
+        for role in self.preset.budget_methods:
+            name = best_of_kind(role.split(":", 1)[1], families, tuned, chosen) if role.startswith("best:") else role
+            method = resolve_method(name, chosen) if name else None
+            if method is None:
+                self.say(f"budget: {role} not chosen yet (its tuning is unfinished): skipped")
+                continue
+            out[role] = method
+        return out
+
+    def calibration(self, test: Stage, teacher: str, data_dir: Path, seed: int) -> None:
+        """`python -m Code.evaluation.calibration` on the teacher's and the LM-only student's states: written
+        once to calibration/calibration.json (delete it to measure again)."""
+        out = self.root / "calibration" / "calibration.json"
+        run = test.run_dir(self.root, "lm", seed)
+        if out.is_file():
+            self.say(f"calibration: reusing {out.relative_to(self.root)}")
             return
-        pool = ThreadPoolExecutor(self.jobs)
-        try:
-            for future in [pool.submit(self.one_run, m, s, teacher, data_dir) for m, s in todo]:
-                future.result()
-        except BaseException:
-            # Ctrl-C (or a crash): start nothing new; the running children got the same SIGINT
-            self.stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown()
+        if not self.dry_run and not is_trained(run):
+            self.say(f"calibration: needs the finished LM-only run {run.relative_to(self.root)}: skipped")
+            return
+        pairs = read_distill_info(run / "final").get("layer_map") if not self.dry_run else None
+        cmd = [sys.executable, "-m", "Code.evaluation.calibration", "--teacher", teacher, "--student",
+               str(run / "final"), "--data-dir", str(data_dir), "--critic-lr", self.preset.train.get("CRITIC_LR",
+               "1e-4"), "--out", str(out)]
+        if pairs:
+            cmd += ["--layer-map", ",".join(f"{a}:{b}" for a, b in pairs)]
+        self.say("calibration: critic variants vs exact W1, Sinkhorn and sliced WD on fixed states")
+        ok, wall = self.execute(cmd, {}, self.root / "logs" / "calibration.log", "calibration")
+        self.invocation["stages"]["calibration_s"] = round(wall, 1)
+        self.manifest["calibration"] = {"file": str(out.relative_to(self.root)), "student": str(
+            (run / "final").relative_to(self.root)), "ok": ok}
+        if not ok:
+            self.invocation["failed"].append("calibration")
+
+
+    def selfcheck(self, teacher: str, data_dir: Path, test_files: list[str]) -> None:
+        """The teacher evaluated with the corpus's own test text as its out-of-domain text (selfcheck/eval):
+        its out-of-domain PPL must reproduce its test-split PPL, or the out-of-domain path changes the text."""
+        out = self.root / "selfcheck" / "eval"
+        if not test_files:
+            self.say("self-check: the corpus has no local test text: skipped")
+            return
+        self.manifest["selfcheck"] = {"dir": str(out.relative_to(self.root)), "ood_text": test_files}
+        metrics = read_eval(out.parent)
+        if metrics and has_ood(metrics, [str(Path(f).resolve()) for f in test_files]):
+            self.say("self-check: reusing selfcheck/eval")
+            return
+        cmd = [sys.executable, str(CODE / "evaluate_.py"), "--ckpt", teacher, "--teacher", teacher, "--data-dir",
+               str(data_dir), "--out-dir", str(out), "--seed", "0", "--threads", str(self.threads),
+               *self.preset.eval_flags, "--tsne-points", "0", "--overwrite", "--ood-text", *test_files]
+        ok, wall = self.execute(cmd, {}, self.root / "logs" / "selfcheck.log", "self-check")
+        self.invocation["stages"]["selfcheck_s"] = round(wall, 1)
+        if not ok:
+            self.invocation["failed"].append("selfcheck")
 
 
 def _hub_has(name: str) -> bool:
@@ -242,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = STUDY.add_to(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     p.set_defaults(ood_text=os.environ.get("OOD_TEXT"))  # also without run_study.sh
     return p
+
+
+STAGES = ("tune", "test", "budget", "calibration")
+
+
+def parse_stages(text: str | None) -> list[str]:
+    names = [x.strip() for x in (text or ",".join(STAGES)).split(",") if x.strip()]
+    unknown = [x for x in names if x not in STAGES]
+    if unknown or not names:
+        raise StudyError(f"--stages {text!r}: a comma list of {', '.join(STAGES)}")
+    return names
 
 
 def parse_seeds(text: str | None, default: tuple[int, ...]) -> list[int]:
@@ -277,29 +393,60 @@ def run_study(args) -> int:
     if args.teacher_steps:
         preset = replace(preset, teacher_train={**preset.teacher_train, "MAX_STEPS": str(args.teacher_steps)})
     names = [m.strip() for m in (args.methods or ",".join(preset.methods)).split(",") if m.strip()]
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise StudyError(f"unknown methods {unknown}: choose from {','.join(METHODS)}")
+    for n in names:
+        resolve_method(n, {n: FAMILIES[n].weights[0]} if n in FAMILIES else {})  # unknown names: one error line
+    wanted = parse_stages(args.stages)
     seeds = parse_seeds(args.seeds, preset.seeds)
+    budget_steps = preset.budget_steps if args.budget_steps is None else args.budget_steps
+    plan = stages(preset, budget_steps)
+    # tuned: the families among the test methods, and every family a budget `best:<kind>` may pick
+    kinds = {m.split(":", 1)[1] for m in preset.budget_methods if m.startswith("best:")} if budget_steps else set()
+    families = [f for f in FAMILIES if f in names or (f in preset.families and FAMILIES[f].kind in kinds)]
     root = Path(args.study_dir or REPO / "study" / preset.name).resolve()
     extra = {"HF_HUB_OFFLINE": "1"} if preset.name == "cpu" and "HF_HUB_OFFLINE" not in os.environ else {}
     study = Study(preset, root, args.dry_run, max(1, args.jobs or preset.jobs), extra)
     study.ood = ood_text(preset, args.ood_text)
     study.ood_files = ood_file_list(study.ood)
-    study.manifest.update(preset=preset.name, preset_config=asdict(preset), seeds=seeds, methods={
-        n: {"label": METHODS[n].label, "launcher": str(launcher_path(METHODS[n].launcher).relative_to(REPO)),
-            "env": METHODS[n].env, "flags": preset.method_flags.get(n, [])} for n in names},
-        hardware=hardware(), git=git_state(), jobs=study.jobs, threads_per_job=study.threads,
-        ood={"text": study.ood, "files": study.ood_files} if study.ood else None)
-    study.say(f"study {preset.name}: {len(names)} methods x {len(seeds)} seeds in {root} "
-              f"({study.jobs} at a time, {study.threads} thread(s) each)")
+    study.manifest.update(preset=preset.name, preset_config=asdict(preset), seeds=seeds,
+                          hardware=hardware(), git=git_state(), jobs=study.jobs, threads_per_job=study.threads,
+                          ood={"text": study.ood, "files": study.ood_files,
+                               "conventions": OOD_CONVENTIONS} if study.ood else None)
+    study.say(f"study {preset.name}: stages {', '.join(wanted)}; {len(names)} methods x {len(seeds)} seeds in "
+              f"{root} ({study.jobs} at a time, {study.threads} thread(s) each)")
     study.say(f"out-of-domain text: {len(study.ood_files)} file(s) from {', '.join(study.ood)}" if study.ood else
               "out-of-domain text: none (set OOD_TEXT or --ood-text to score one)")
     files = {"train": args.train_files, "valid": args.valid_files, "test": args.test_files}
     data_dir = study.data(args.data_dir, args.corpus, files)
     teacher = study.teacher(args.teacher, data_dir)
     study.save()
-    study.runs([METHODS[n] for n in names], seeds, teacher, data_dir)
+    # 1. tune: each family's weight grid at the tuning seed, scored on validation
+    if "tune" in wanted:
+        chosen = study.tune(plan["tune"], families, teacher, data_dir)
+    else:
+        chosen = study.tuned(plan["tune"], families)[1]
+    # 2. test: every method (a family at its validation-best weight) x the test seeds
+    methods = {n: resolve_method(n, chosen) for n in names}
+    study.manifest["methods"] = {m.name: {"label": m.label, "family": n if n in FAMILIES else None,
+                                          "launcher": str(launcher_path(m.launcher).relative_to(REPO)),
+                                          "env": m.env, "flags": preset.method_flags.get(m.name, [])}
+                                 for n, m in methods.items() if m is not None}
+    untuned = [n for n, m in methods.items() if m is None]
+    if untuned:
+        study.say(f"test: skipping {', '.join(untuned)} until their tuning has finished")
+    if "test" in wanted:
+        study.runs(plan["test"], [m for m in methods.values() if m is not None], seeds, teacher, data_dir)
+    # 3. budget: the main comparison at more steps
+    if "budget" in wanted and budget_steps:
+        budget = study.budget_methods(plan["tune"], families, chosen)
+        study.manifest["budget"] = {"max_steps": budget_steps, "seeds": list(preset.budget_seeds),
+                                    "methods": {role: m.name for role, m in budget.items()}}
+        study.runs(plan["budget"], list(budget.values()), list(preset.budget_seeds), teacher, data_dir)
+    # 4. calibration: is the critic an estimator? (on the LM-only student's and the teacher's states); and the
+    # out-of-domain path's self-check: the in-domain test text fed through it reproduces the test PPL
+    if "calibration" in wanted:
+        study.calibration(plan["test"], teacher, data_dir, seeds[0])
+        study.selfcheck(teacher, data_dir, (study.manifest["data"].get("files") or {}).get("test") or [])
+    study.save()
     failed = list(study.invocation["failed"])
     study.invocation["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     study.invocation["load_average_end"] = load_average()

@@ -5,18 +5,74 @@ each run's state and settings (read through Code.run_folder).
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from Code import CODE_DIR as CODE
 from Code import REPO
 from Code.knobs.training import LAUNCHER_VARS, WHERE_VARS
 from Code.run_folder import ARGS, is_trained, read_args, read_eval
-from Code.study.presets import GENERIC, Method, Preset
+from Code.study.presets import FAMILIES, GENERIC, Method, Preset, all_methods
 
 # launcher env -> args.json key: the settings that must match for an existing run to be reused
 CHECKED = {"SEED": "seed", "MAX_STEPS": "max_steps", "SEQ_LEN": "seq_len", "MICRO_BATCH": "micro_batch_size",
            "GRAD_ACCUM": "grad_accum", "LR": "lr", "STUDENT_LAYERS": "student_layers", "TEACHER": "teacher",
-           "DATA_DIR": "data_dir", "LOSS": "loss", "PRESET": "preset"}
+           "DATA_DIR": "data_dir", "LOSS": "loss", "PRESET": "preset", "WEIGHTS": "weights",
+           "CRITIC_PENALTY": "critic_penalty", "CRITIC_PAIRING": "critic_pairing"}
+# the conventions evaluate_.py puts out-of-domain text into (--ood-format): a run scored otherwise is re-scored
+OOD_CONVENTIONS = "wikitext"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pass over methods x seeds: `tune` (each family's weight grid, tuning seed, validation PPL),
+    `test` (each method at its chosen weight, the test seeds) or `budget` (a few methods at more steps)."""
+    name: str
+    folder: str                                  # under the study folder
+    train: dict[str, str]                        # launcher env over the preset's `train`
+    eval_flags: tuple[str, ...]
+    ood: bool                                    # also score the out-of-domain text
+    env: dict[str, str] = field(default_factory=dict)
+
+    def key(self, method: str, seed: int) -> str:
+        """The run's key in study.json (test runs keep the plain `method/seed<k>`)."""
+        return f"{method}/seed{seed}" if self.name == "test" else f"{self.name}/{method}/seed{seed}"
+
+    def run_dir(self, root: Path, method: str, seed: int) -> Path:
+        return root / self.folder / method / f"seed{seed}"
+
+
+def stages(preset: Preset, budget_steps: int) -> dict[str, Stage]:
+    budget = {**preset.train, **preset.budget_train, "MAX_STEPS": str(budget_steps)}
+    return {"tune": Stage("tune", "tune", dict(preset.train), preset.tune_eval_flags, ood=False),
+            "test": Stage("test", "runs", dict(preset.train), tuple(preset.eval_flags), ood=True),
+            "budget": Stage("budget", "budget", budget, tuple(preset.eval_flags), ood=True)}
+
+
+def choose_weight(valid_ppl: dict[str, float | None]) -> str | None:
+    """The grid weight with the lowest validation PPL (the first on a tie); None while any point is missing."""
+    if not valid_ppl or any(v is None for v in valid_ppl.values()):
+        return None
+    return min(valid_ppl, key=lambda w: valid_ppl[w])
+
+
+def resolve_method(name: str, chosen: dict[str, str | None]) -> Method | None:
+    """A method by name; a family name is its grid point at the chosen weight (None: not chosen yet)."""
+    if name in FAMILIES:
+        weight = chosen.get(name)
+        return FAMILIES[name].method(weight) if weight else None
+    methods = all_methods()
+    if name not in methods:
+        raise StudyError(f"unknown method {name!r}: choose from {', '.join([*FAMILIES, *methods])}")
+    return methods[name]
+
+
+def best_of_kind(kind: str, families: list[str], tuned: dict[str, dict[str, float | None]],
+                 chosen: dict[str, str | None]) -> str | None:
+    """The family of `kind` whose chosen weight has the lowest validation PPL (budget's `best:<kind>`)."""
+    scored = {f: tuned[f][chosen[f]] for f in families
+              if FAMILIES[f].kind == kind and chosen.get(f) and tuned.get(f, {}).get(chosen[f]) is not None}
+    return min(scored, key=lambda f: scored[f]) if scored else None
 
 
 def launcher_vars() -> set[str]:
@@ -87,15 +143,16 @@ def ood_text(preset: Preset, given: str | None) -> list[str]:
 
 def ood_file_list(paths: list[str]) -> list[str]:
     """The files evaluate_.py will read for --ood-text PATHS (its own resolver), resolved."""
-    from Code.evaluation.inputs import ood_files
+    from Code.evaluation.texts import ood_files
 
     return [str(p.resolve()) for p in ood_files(paths)] if paths else []
 
 
 def has_ood(metrics: dict, files: list[str]) -> bool:
     """The evaluation (eval/metrics.json) holds the out-of-domain PPL of exactly these files."""
-    return (metrics.get("student", {}).get("ood_ppl") is not None
-            and sorted(metrics.get("ood", {}).get("files", [])) == sorted(files))
+    ood = metrics.get("ood", {})
+    return (metrics.get("student", {}).get("ood_ppl") is not None and sorted(ood.get("files", [])) == sorted(files)
+            and ood.get("conventions") == OOD_CONVENTIONS)
 
 
 def run_state(run_dir: Path, ood_files: list[str] | None = None) -> str:
@@ -109,24 +166,25 @@ def run_state(run_dir: Path, ood_files: list[str] | None = None) -> str:
     return "resume" if (run_dir / ARGS).is_file() else "train"
 
 
-def student_env(preset: Preset, method: Method, seed: int, run_dir: Path, teacher: str, data_dir: Path) -> dict:
-    return {**preset.train, **method.env, "SEED": str(seed), "TEACHER": teacher, "DATA_DIR": str(data_dir),
-            "OUT_DIR": str(run_dir), "STUDENT_LAYERS": preset.student_layers}
+def student_env(preset: Preset, method: Method, seed: int, run_dir: Path, teacher: str, data_dir: Path,
+                train: dict[str, str] | None = None) -> dict:
+    return {**(preset.train if train is None else train), **method.env, "SEED": str(seed), "TEACHER": teacher,
+            "DATA_DIR": str(data_dir), "OUT_DIR": str(run_dir), "STUDENT_LAYERS": preset.student_layers}
 
 
 def check_settings(run_dir: Path, env: dict[str, str]) -> None:
     """An existing run made with other settings must not be silently mixed into this study."""
     have = read_args(run_dir)
-    for key, field in CHECKED.items():
-        if key not in env or field not in have:
+    for key, name in CHECKED.items():
+        if key not in env or name not in have:
             continue
-        want, got = env[key], have[field]
-        if field in ("teacher", "data_dir") and Path(str(got)).exists():
+        want, got = env[key], have[name]
+        if name in ("teacher", "data_dir") and Path(str(got)).exists():
             same = Path(str(got)).resolve() == Path(want).resolve()
         elif isinstance(got, int | float) and not isinstance(got, bool):
             same = float(got) == float(want)
         else:
             same = str(got) == want
         if not same:
-            raise StudyError(f"{run_dir} was made with {field}={got!r}, this study asks {want!r}: delete that run "
+            raise StudyError(f"{run_dir} was made with {name}={got!r}, this study asks {want!r}: delete that run "
                              "or use another STUDY_DIR")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from Code.study import driver as study
-from Code.study.presets import METHODS, PRESETS
+from Code.study.plan import best_of_kind, choose_weight
+from Code.study.presets import FAMILIES, PRESETS
 from tests.support.tiny_setup import REPO, make_data, make_teacher, quiet_env, run_ok
 
 pytestmark = pytest.mark.integration  # launchers, ranks, end to end: `pytest -m integration`
@@ -20,23 +21,58 @@ def dry_run(capsys, *args: str) -> str:
     return capsys.readouterr().out
 
 
-def test_cpu_plan_runs_every_method_and_seed_with_one_student_and_budget(tmp_path, capsys):
-    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "2")
-    lines = [ln for ln in out.splitlines() if "OUT_DIR=" in ln and "/runs/" in ln]
-    methods = PRESETS["cpu"].methods
-    assert {"lm", "kd_lm", "mse_lm", "wd_lm"} <= set(methods)  # the pure comparison beside the recipes
-    assert len(lines) == len(methods) * 2
-    for name in methods:
-        method = METHODS[name]
+def test_cpu_plan_tunes_each_family_on_validation_then_tests_the_chosen_weight(tmp_path, capsys):
+    root = tmp_path / "s"
+    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(root), "--seeds", "2", "--stages", "tune,test,budget")
+    cpu = PRESETS["cpu"]
+    assert set(cpu.families) >= {"kd_lm", "mse_lm", "wd_lm", "sinkhorn_unpaired_lm", "gauss_w2_lm", "swd_lm"}
+    assert len(cpu.seeds) >= 8 and cpu.tune_seed not in cpu.seeds  # tuned on a seed the test never uses
+    tune = [ln for ln in out.splitlines() if "OUT_DIR=" in ln and "/tune/" in ln]
+    assert len(tune) == sum(len(FAMILIES[f].weights) for f in cpu.families)
+    for name in cpu.families:
+        for weight in FAMILIES[name].weights:
+            line = next(ln for ln in tune if f"/tune/{name}_w{weight}/seed{cpu.tune_seed} " in ln)
+            assert f"SEED={cpu.tune_seed}" in line and f"WEIGHTS={weight},0.5" in line and "STUDENT_LAYERS=0,3" in line
+            assert f"LOSS={FAMILIES[name].term}+lm" in line
+    assert all("--split valid" in ln for ln in eval_lines(out) if "/tune/" in ln)
+    # untuned families are not tested yet: only LM-only runs at the test seeds
+    tested = [ln for ln in out.splitlines() if "OUT_DIR=" in ln and "/runs/" in ln]
+    assert len(tested) == 2 and all("/runs/lm/" in ln for ln in tested)
+    assert "skipping kd_lm" in out
+
+    # tuning results on validation: every family's lowest grid point is chosen, then tested at every seed
+    best = {}
+    for name in cpu.families:
+        weights = FAMILIES[name].weights
+        best[name] = weights[len(name) % len(weights)]
+        for w in weights:
+            ppl = 50.0 if w == best[name] else 60.0 + len(w)
+            fake_run(root / "tune" / f"{name}_w{w}" / f"seed{cpu.tune_seed}", {"student": {"ppl": ppl}})
+    (root / "tune" / f"wd_unpaired_lm_w{best['wd_unpaired_lm']}" / "seed100" / "eval" / "metrics.json").write_text(
+        json.dumps({"student": {"ppl": 49.0}}))  # the best critic variant by validation
+    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(root), "--seeds", "2", "--stages", "tune,test,budget")
+    assert "/tune/" not in "".join(ln for ln in out.splitlines() if "OUT_DIR=" in ln)  # tuned: nothing retrained
+    for name in cpu.families:
+        assert f"tune: {name} -> weight {best[name]}" in out
         for seed in (1, 2):
-            line = next(ln for ln in lines if f"/runs/{name}/seed{seed} " in ln)
-            assert f"SEED={seed}" in line and "STUDENT_LAYERS=0,3" in line and "MAX_STEPS=100" in line
-            assert all(f"{k}={v}" in line for k, v in method.env.items())
-            assert method.launcher in line or "Code/launch_common.sh" in line
-    seed_mse = next(ln for ln in lines if "/runs/seed_mse/seed1 " in ln)
-    assert "--layer-map 1:1,2:6" in seed_mse  # every hidden-state method on the truncation's own map
-    assert "pretrain_teacher.sh" in out or "launch_common.sh --no-teacher" in out
-    assert out.count("evaluate_.py --ckpt") == len(methods) * 2
+            line = next(ln for ln in out.splitlines() if f"/runs/{name}_w{best[name]}/seed{seed} " in ln)
+            assert f"WEIGHTS={best[name]},0.5" in line and "MAX_STEPS=100" in line
+    budget = [ln for ln in out.splitlines() if "OUT_DIR=" in ln and "/budget/" in ln]
+    assert len(budget) == len(cpu.budget_methods) * len(cpu.budget_seeds)
+    assert all("MAX_STEPS=1000" in ln for ln in budget)
+    assert any(f"/budget/wd_unpaired_lm_w{best['wd_unpaired_lm']}/seed3 " in ln for ln in budget)
+    manifest = json.loads((root / "study.json").read_text()) if (root / "study.json").is_file() else None
+    assert manifest is None  # a dry run writes nothing
+
+
+def test_choose_weight_and_best_of_kind():
+    assert choose_weight({"0.1": 80.0, "0.3": 75.5, "1": 75.5, "3": 90.0}) == "0.3"  # the first on a tie
+    assert choose_weight({"0.1": 80.0, "0.3": None}) is None                        # unfinished grid
+    tuned = {"wd_lm": {"0.05": 70.0}, "wd_unpaired_lm": {"0.12": 69.0}, "gauss_w2_lm": {"1": 60.0}}
+    chosen = {"wd_lm": "0.05", "wd_unpaired_lm": "0.12", "gauss_w2_lm": "1"}
+    assert best_of_kind("critic", list(tuned), tuned, chosen) == "wd_unpaired_lm"
+    assert best_of_kind("critic-free", list(tuned), tuned, chosen) == "gauss_w2_lm"
+    assert best_of_kind("logit", list(tuned), tuned, chosen) is None
 
 
 def test_gpu_plan_uses_gpt2_and_wikitext103(tmp_path, capsys):
@@ -69,7 +105,8 @@ def test_a_run_made_with_other_settings_is_refused(tmp_path):
 
 def test_inputs_are_checked_in_one_line(tmp_path, capsys):
     assert study.main(["--methods", "wd,nope", "--dry-run"]) == 2
-    assert "error: unknown methods ['nope']" in capsys.readouterr().err
+    assert "error: unknown method 'nope'" in capsys.readouterr().err
+    assert study.main(["--stages", "tune,nope", "--dry-run"]) == 2
     assert study.main(["--seeds", "a,b", "--dry-run"]) == 2
     assert study.main(["--corpus", str(tmp_path), "--dry-run", "--study-dir", str(tmp_path / "s")]) == 2
     assert "has no train.txt" in capsys.readouterr().err
@@ -79,44 +116,52 @@ def test_inputs_are_checked_in_one_line(tmp_path, capsys):
 
 
 def test_tiny_study_end_to_end_then_reused(tmp_path, corpus_dir):
-    """Two methods, one seed, 4 steps, through run_study.sh; the second call trains nothing."""
+    """LM-only and one family (4 weights tuned on validation, then tested at the chosen one), one seed, 4 steps,
+    through run_study.sh; the second call trains nothing."""
     data = make_data(corpus_dir, tmp_path / "data")
     teacher = make_teacher(tmp_path / "teacher")
     root, report = tmp_path / "study", tmp_path / "report"
-    env = quiet_env(STUDY_DIR=str(root), METHODS="lm,wd", SEEDS="1", MAX_STEPS="4", DATA_DIR=str(data),
-                    TEACHER=str(teacher), REPORT_DIR=str(report), LOSS="kd")  # a stray LOSS must not leak
+    env = quiet_env(STUDY_DIR=str(root), METHODS="lm,mse_lm", SEEDS="1", MAX_STEPS="4", DATA_DIR=str(data),
+                    STAGES="tune,test", BUDGET_STEPS="0", TEACHER=str(teacher), REPORT_DIR=str(report),
+                    LOSS="kd")  # a stray LOSS must not leak
     cmd = ["bash", str(REPO / "scripts" / "run_study.sh"), "cpu"]
     first = run_ok(cmd, env, timeout=900)
-    assert "2 trained" in first.stdout and "0 failed" in first.stdout
-    for m in ("lm", "wd"):
-        run = root / "runs" / m / "seed1"
-        assert json.loads((run / "args.json").read_text())["loss"] == m
-        assert (run / "eval" / "metrics.json").is_file()
-    text = (report / "report.md").read_text()
-    assert "All 2 planned runs finished" in text and (report / "report.pdf").is_file()
+    grid = FAMILIES["mse_lm"].weights
+    assert f"{len(grid) + 2} trained" in first.stdout and "0 failed" in first.stdout
+    manifest = json.loads((root / "study.json").read_text())
+    tuning = manifest["tuning"]["families"]["mse_lm"]
+    valid = {w: json.loads((root / "tune" / f"mse_lm_w{w}" / "seed100" / "eval" / "metrics.json").read_text())
+             for w in grid}
+    assert all("valid" in json.dumps(m["data"]["source"]) for m in valid.values())  # scored on validation
+    assert tuning["valid_ppl"] == {w: m["student"]["ppl"] for w, m in valid.items()}
+    chosen = min(grid, key=lambda w: valid[w]["student"]["ppl"])
+    assert tuning["chosen"] == chosen and list(manifest["methods"]) == ["lm", f"mse_lm_w{chosen}"]
+    tested = root / "runs" / f"mse_lm_w{chosen}" / "seed1"
+    args = json.loads((tested / "args.json").read_text())
+    assert args["loss"] == "mse+lm" and args["weights"] == f"{chosen},0.5" and args["seed"] == 1
+    assert json.loads((root / "runs" / "lm" / "seed1" / "args.json").read_text())["loss"] == "lm"
+    assert (report / "report.md").is_file() and (report / "report.pdf").is_file()
     gutenberg = REPO.parent / "shared" / "corpus" / "gutenberg"
-    wd_metrics = root / "runs" / "wd" / "seed1" / "eval" / "metrics.json"
-    if gutenberg.is_dir():  # the cpu preset scores every run on the books too
-        metrics = json.loads(wd_metrics.read_text())
+    metrics_file = tested / "eval" / "metrics.json"
+    if gutenberg.is_dir():  # the cpu preset scores every test run on the books too, in WikiText's conventions
+        metrics = json.loads(metrics_file.read_text())
         assert metrics["student"]["ood_ppl"] > 1 and len(metrics["ood"]["files"]) == len(list(gutenberg.glob("*.txt")))
-        assert "out-of-domain" in text
+        assert metrics["ood"]["conventions"] == "wikitext"
         # an evaluation from before out-of-domain PPL existed: evaluated again, not trained again
         del metrics["student"]["ood_ppl"], metrics["teacher"]["ood_ppl"], metrics["ood"]
-        wd_metrics.write_text(json.dumps(metrics))
-    final_mtime = (root / "runs" / "wd" / "seed1" / "final" / "model.safetensors").stat().st_mtime_ns
+        metrics_file.write_text(json.dumps(metrics))
+    final_mtime = (tested / "final" / "model.safetensors").stat().st_mtime_ns
     second = run_ok(cmd, env, timeout=300)
     manifest = json.loads((root / "study.json").read_text())
     assert len(manifest["invocations"]) == 2
     assert "0 trained" in second.stdout and "0 failed" in second.stdout
     if gutenberg.is_dir():
-        assert "1 reused, 0 trained, 0 resumed, 1 evaluated" in second.stdout
-        assert manifest["invocations"][1]["reused"] == ["lm/seed1"]
-        assert manifest["invocations"][1]["evaluated"] == ["wd/seed1"]
-        assert json.loads(wd_metrics.read_text())["student"]["ood_ppl"] > 1
+        assert f"{len(grid) + 1} reused, 0 trained, 0 resumed, 1 evaluated" in second.stdout
+        assert manifest["invocations"][1]["evaluated"] == [f"mse_lm_w{chosen}/seed1"]
+        assert json.loads(metrics_file.read_text())["student"]["ood_ppl"] > 1
     else:
-        assert "2 reused, 0 trained" in second.stdout
-        assert sorted(manifest["invocations"][1]["reused"]) == ["lm/seed1", "wd/seed1"]
-    assert (root / "runs" / "wd" / "seed1" / "final" / "model.safetensors").stat().st_mtime_ns == final_mtime
+        assert f"{len(grid) + 2} reused, 0 trained" in second.stdout
+    assert (tested / "final" / "model.safetensors").stat().st_mtime_ns == final_mtime
 
 
 def eval_lines(out: str) -> list[str]:
@@ -126,7 +171,8 @@ def eval_lines(out: str) -> list[str]:
 def test_every_run_is_evaluated_on_the_ood_corpus(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("OOD_TEXT", raising=False)
     gutenberg = REPO.parent / "shared" / "corpus" / "gutenberg"
-    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "1", "--methods", "lm,wd")
+    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "1", "--methods", "lm,wd",
+                  "--stages", "test")
     lines = eval_lines(out)
     assert len(lines) == 2
     if gutenberg.is_dir():
@@ -143,10 +189,12 @@ def test_every_run_is_evaluated_on_the_ood_corpus(tmp_path, capsys, monkeypatch)
                   "--ood-text", f"{books}:{tmp_path / 'b.txt'}")
     assert eval_lines(out)[0].endswith(f"--ood-text {books} {tmp_path / 'b.txt'}")
     monkeypatch.setenv("OOD_TEXT", str(tmp_path / "b.txt"))
-    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "1", "--methods", "lm")
+    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "1", "--methods", "lm",
+                  "--stages", "test")
     assert eval_lines(out)[0].endswith(f"--ood-text {tmp_path / 'b.txt'}")
     monkeypatch.setenv("OOD_TEXT", "none")
-    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "1", "--methods", "lm")
+    out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(tmp_path / "s"), "--seeds", "1", "--methods", "lm",
+                  "--stages", "test")
     assert not any("--ood-text" in ln for ln in eval_lines(out)) and "out-of-domain text: none" in out
     monkeypatch.delenv("OOD_TEXT")
     assert study.main(["--dry-run", "--ood-text", str(tmp_path / "nope"), "--study-dir", str(tmp_path / "s")]) == 2
@@ -169,16 +217,19 @@ def test_a_run_evaluated_without_ood_is_evaluated_again_not_retrained(tmp_path, 
     root = tmp_path / "s"
     old = {"student": {"ppl": 100.0}, "teacher": {"ppl": 90.0}}                    # before --ood-text existed
     new = {"student": {"ppl": 100.0, "ood_ppl": 300.0}, "teacher": {"ppl": 90.0, "ood_ppl": 200.0},
-           "ood": {"files": files, "tokens": 5}}
+           "ood": {"files": files, "tokens": 5, "conventions": "wikitext"}}
     fake_run(root / "runs" / "lm" / "seed1", old)
     fake_run(root / "runs" / "wd" / "seed1", new)
-    fake_run(root / "runs" / "kd" / "seed1", {**new, "ood": {"files": ["/other/book.txt"], "tokens": 5}})
+    fake_run(root / "runs" / "kd" / "seed1", {**new, "ood": {"files": ["/other/book.txt"], "tokens": 5,
+                                                            "conventions": "wikitext"}})
+    fake_run(root / "runs" / "mse" / "seed1", {**new, "ood": {"files": files, "tokens": 5, "conventions": "raw"}})
     assert study.run_state(root / "runs" / "lm" / "seed1") == "done"               # no OOD text asked for
     assert study.run_state(root / "runs" / "lm" / "seed1", files) == "eval"
     assert study.run_state(root / "runs" / "wd" / "seed1", files) == "done"
     assert study.run_state(root / "runs" / "kd" / "seed1", files) == "eval"        # scored on other text
+    assert study.run_state(root / "runs" / "mse" / "seed1", files) == "eval"       # in other conventions
     out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(root), "--seeds", "1", "--methods", "lm,wd,kd",
-                  "--data-dir", str(tmp_path / "data"), "--teacher", str(tmp_path / "teacher"),
+                  "--stages", "test", "--data-dir", str(tmp_path / "data"), "--teacher", str(tmp_path / "teacher"),
                   "--ood-text", str(text))
     assert not [ln for ln in out.splitlines() if "OUT_DIR=" in ln]                 # nothing is trained
     evaluated = eval_lines(out)
