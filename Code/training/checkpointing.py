@@ -2,10 +2,10 @@
 
 Two kinds of checkpoint:
 - training state (`checkpoints/step<N>/`): the DeepSpeed engine (student, optimizer, scheduler) plus,
-  per rank, what DeepSpeed does not hold (critics, data position, RNG). After every rank has finished, the
-  main rank writes the folder's manifest (sha256 per file, Code.run_folder), then `latest`. Resume takes the
-  newest checkpoint whose files match their digests, naming each one it skips, so a run killed mid-save or
-  a damaged file resumes from the previous whole step.
+  per rank, what DeepSpeed does not hold (critics, data position, every RNG: torch CPU and CUDA, Python,
+  numpy). After every rank has finished, the main rank writes the folder's manifest (sha256 per file,
+  Code.run_folder), then `latest`. Resume takes the newest checkpoint whose files match their digests,
+  naming each one it skips, so a run killed mid-save or a damaged file resumes from the previous whole step.
 - a Hugging Face folder (`best/`, `final/`): `save_pretrained` student, tokenizer and `distill_info.json`,
   written to a temp folder and swapped in whole.
 """
@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from Code.modeling.export import write_context_length
@@ -30,6 +29,7 @@ from Code.run_folder import (
     load_tensors,
     write_manifest,
 )
+from Code.training.rng_state import restore_rng
 from Code.utils import atomic_torch_save, atomic_write_json, barrier, is_main, print0, rank, replace_dir
 
 
@@ -110,7 +110,7 @@ def resume_training(engine: Any, ckpt_root: str | Path, total_steps: int,
     and cut metrics.jsonl back to its step (the steps after it are trained and logged again).
 
     `step_state.load_state_dict` gets this rank's saved state (the keys the step's `state_dict` wrote
-    beside `torch_rng`).
+    beside the generators' states, `Code.training.rng_state`).
     """
     restored = load_training_state(engine, ckpt_root)
     if restored is None:
@@ -120,7 +120,7 @@ def resume_training(engine: Any, ckpt_root: str | Path, total_steps: int,
         barrier()
         return Resumed(0, math.inf, 0.0)
     tag, client, state = restored
-    torch.set_rng_state(state["torch_rng"])
+    restore_rng(state)
     if step_state is not None:
         step_state.load_state_dict(state)
     step = int(client["step"])

@@ -35,6 +35,7 @@ from Code.training.engines import Engine, init_distributed, make_engine
 from Code.training.env_faults import disk_message, folder_bytes
 from Code.training.metrics_log import MetricsLog, mean_over_ranks
 from Code.training.preflight import check_run, check_run_dir
+from Code.training.rng_state import capture_rng
 from Code.training.run_guard import record_start, release_lock, take_lock
 from Code.training.selection import Selection
 from Code.training.setup import build_models, valid_loader
@@ -234,9 +235,14 @@ class Trainer:
         self.probes, self.n_probes = {}, 0
 
     def evaluate(self, step: int) -> None:
-        """Validation loss (and the selection score); `best/` when it improves (a NaN model never does)."""
-        val = evaluate_lm(self.engine, self.valid, self.cfg.log.eval_iters, self.device)
-        score, extra = self.selection.measure(self.engine.module.student, val)  # val, or -ROUGE-L
+        """Validation loss (and the selection score); `best/` when it improves (a NaN model never does).
+
+        The generators are forked: an evaluation draws nothing from the training RNG (iterating a DataLoader
+        draws a seed), so a run evaluated at a step (a run stopped there by --max-steps) trains on as one that
+        was not, and its checkpoint resumes bit-identically with dropout on."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            val = evaluate_lm(self.engine, self.valid, self.cfg.log.eval_iters, self.device)
+            score, extra = self.selection.measure(self.engine.module.student, val)  # val, or -ROUGE-L
         if self.log is not None:
             self.log.write({"kind": "val", "step": step, "val/loss": val,
                             "val/ppl": math.exp(val) if val < 50 else math.inf, **extra})
@@ -252,7 +258,7 @@ class Trainer:
         self.t_last = time.perf_counter()  # evaluation time stays out of the next interval's throughput
 
     def save(self, step: int) -> None:
-        state = {"torch_rng": torch.get_rng_state(), **self.step.state_dict()}
+        state = {**capture_rng(), **self.step.state_dict()}
         try:
             save_training_state(self.engine, self.ckpt_root, step, {"step": step, "best_val": self.best,
                                 "train_time_s": self.time_before + time.perf_counter() - self.t_start}, state,

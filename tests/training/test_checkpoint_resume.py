@@ -4,6 +4,7 @@ refused; metrics.jsonl holds each step once and train_time_s sums every stretch 
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from Code.run_folder import read_metrics
-from tests.support.tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env, run_ok
+from tests.support.tiny_setup import CODE, REPO, free_port, make_data, make_teacher, quiet_env, run_ok
 
 pytestmark = pytest.mark.integration  # several training processes: `pytest -m integration`
 
@@ -148,3 +149,33 @@ def test_two_ranks_zero2_resume_loads_deepspeed_files_without_pickled_code(tiny)
     proc = run_ok(["bash", str(CODE / "mse_stu_base.sh"), *flags], {**env, "RESUME": "1", "MAX_STEPS": "8"})
     assert "resumed from step 6 of 8" in proc.stdout + proc.stderr
     assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"][-1] == 8
+
+
+def test_a_resumed_dropout_run_logs_the_losses_of_an_uninterrupted_one(tiny):
+    """PRESET=seed_mse trains its student with dropout 0.1 on two ranks: each rank's checkpoint holds its own
+    generators, and the validation at the stopping step draws nothing from them, so steps 3-4 after a stop at
+    step 2 log what a run that never stopped logs."""
+    data, teacher, root = tiny
+    flags = ["--seq-len", "32", "--micro-batch-size", "2", "--log-interval", "1", "--eval-interval", "1000",
+             "--eval-iters", "1", "--save-interval", "1000", "--warmup-steps", "1", "--lr", "1e-3",
+             "--student-layers", "0,2", "--no-progress", "--no-tensorboard", "--num-workers", "0",
+             "--precision", "fp32", "--min-lr-ratio", "1.0"]  # constant LR: the schedule ignores --max-steps
+
+    def launch(out: Path, steps: str, **extra: str) -> None:
+        env = quiet_env(TEACHER=str(teacher), DATA_DIR=str(data), OUT_DIR=str(out), NUM_GPUS="2",
+                        MAX_STEPS=steps, MASTER_PORT=free_port(), **extra)
+        run_ok(["bash", str(CODE / "mse_stu_base.sh"), *flags], env)  # PRESET=seed_mse: student dropout 0.1
+
+    def losses(out: Path) -> list[dict[str, float]]:
+        return [{k: v for k, v in r.items() if k.startswith("loss")} for r in read_metrics(out) if r["kind"] == "train"]
+
+    launch(root / "dropout_full", "4")
+    launch(root / "dropout_cut", "2")
+    assert {p.name for p in (root / "dropout_cut" / "checkpoints" / "step2").glob("rank*_state.pt")} == {
+        "rank0_state.pt", "rank1_state.pt"}
+    launch(root / "dropout_cut", "4", RESUME="1")
+    config = json.loads((root / "dropout_cut" / "final" / "config.json").read_text())
+    assert config["resid_pdrop"] == 0.1  # the masks are really drawn: a run without dropout would match anyway
+    full, resumed = losses(root / "dropout_full"), losses(root / "dropout_cut")
+    assert len(full) == 4 and "loss/kd" in full[0]
+    assert resumed == full
