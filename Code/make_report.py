@@ -19,8 +19,8 @@ from Code.processes import stamp as machine_stamp
 from Code.report import figures as figs
 from Code.report.data import load_study
 from Code.report.document import build_markdown
+from Code.report.fmt import num
 from Code.report.setup import shown_path
-from Code.report.tables import num
 from Code.utils import atomic_write_text
 
 SIZE_LIMIT = 5 * 2**20

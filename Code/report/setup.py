@@ -13,7 +13,9 @@ from pathlib import Path
 from Code import REPO
 from Code.processes import describe_commit
 from Code.report.data import StudyData
-from Code.report.tables import MISSING, num, run_of, table, teacher_ppl
+from Code.report.fmt import MISSING, num, table
+from Code.report.tables import run_of, teacher_ppl
+from Code.report.tuning import protocol_rows, stage_rows
 
 
 def shown_path(path: str | Path, study_root: Path | None = None) -> str:
@@ -123,29 +125,18 @@ def data_rows(study: StudyData) -> list[list[str]]:
                                    f"layer metrics on {ref.eval.get('hidden_tokens')} token positions; eval seed "
                                    f"{ref.eval.get('seed')} (same tokens for every run)"])
         rows += ood_row(study)
-    rows.append(["seeds", ", ".join(str(s) for s in study.seeds)])
-    return rows
+    return rows + protocol_rows(study)
 
 
 def machine_rows(study: StudyData, stamp: dict) -> list[list[str]]:
     """Setup rows for the hardware, the study's wall time and the code version."""
     man = study.manifest
     hw = man.get("hardware") or {}
-    invocations = man.get("invocations") or []
     gpus = ", ".join(hw.get("gpus") or []) or "none"
     rows = [["hardware", f"{hw.get('cpu', 'n/a')}, {hw.get('cpu_cores', '?')} cores, {hw.get('memory_gb', '?')} "
                          f"GB RAM, GPUs: {gpus}; {man.get('jobs', 1)} run(s) at a time, "
                          f"{man.get('threads_per_job', '?')} thread(s) each"]]
-    if invocations:
-        total = sum(float(i.get("wall_s", 0)) for i in invocations)
-        first = invocations[0]
-        stages = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in (first.get("stages") or {}).items())
-        cpu = f", {first['cpu_s'] / 60:.1f} CPU-minutes" if first.get("cpu_s") else ""
-        load = first.get("load_average_start"), first.get("load_average_end")
-        loads = f"; load average (1, 5, 15 min) {load[0]} at start, {load[1]} at end" if all(load) else ""
-        rows.append(["study wall time", f"{total / 60:.1f} min over {len(invocations)} invocation(s); the first "
-                                        f"took {first.get('wall_s', 0) / 60:.1f} min{cpu} (started "
-                                        f"{first.get('started')}" + (f"; {stages}" if stages else "") + f"{loads})"])
+    rows += stage_rows(study)
     rows.append(["code", f"study ran at commit {describe_commit(man.get('git'))}; report written at commit "
                          f"{describe_commit(stamp['git'])} on {stamp['date']}"])
     return rows
@@ -163,7 +154,9 @@ def method_rows(study: StudyData) -> list[list[str]]:
         extra = [f"T={a.get('temperature')}"] if "kd" in str(a.get("loss")) else []
         if "wd" in str(a.get("loss")).split("+"):
             extra.append(f"critics {a.get('critic_optimizer')} lr {a.get('critic_lr')} x{a.get('n_critic')}, hidden "
-                         f"{a.get('critic_hidden')}")
+                         f"{a.get('critic_hidden')}"
+                         + (f", penalty {a['critic_penalty']}" if a.get("critic_penalty") else "")
+                         + (f", {a['critic_pairing']}" if a.get("critic_pairing") else ""))
         label = (study.manifest.get("methods") or {}).get(m, {}).get("label", "")
         launcher = (study.manifest.get("methods") or {}).get(m, {}).get("launcher", "")
         rows.append([f"{m}" + (f" ({label})" if label else ""), f"`{a.get('loss')}`",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 from scipy import stats as sps
 
@@ -105,3 +106,11 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+def swapped(first: dict[str, float], second: dict[str, float]) -> list[tuple[str, str]]:
+    """Pairs (a, b) of the keys both have that `first` orders a < b and `second` the other way round (ties in
+    either order are no swap)."""
+    keys = [k for k in first if k in second]
+    return [(a, b) if first[a] < first[b] else (b, a) for a, b in combinations(keys, 2)
+            if (first[a] - first[b]) * (second[a] - second[b]) < 0]

@@ -1,143 +1,51 @@
-"""make_report.py on fake-but-realistic study folders: numbers equal the files', paired tests, missing runs."""
+"""make_report.py on fake-but-realistic staged study folders (tests/report/study_setup.py): the numbers equal
+the files', statistics against known values, missing runs and stages listed, files only, paths, the PDF."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
+import shutil
 import statistics
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import pytest
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from Code import make_report  # noqa: E402
-from Code.report import tables  # noqa: E402  (module import: pytest would collect tests_table)
-from Code.report.stats import holm, min_wilcoxon_p, paired, paired_t, wilcoxon_exact  # noqa: E402
-
-LOSSES = {"lm": ("lm", None), "kd": ("kd", None), "wd": ("wd", None), "mse": ("mse", None)}
-# test PPL per method and seed: kd is consistently ~50 below lm; wd and mse are the same up to noise
-PPL = {"lm": [300.0, 310.0, 305.0], "kd": [250.5, 259.0, 255.2], "wd": [100.0, 102.0, 101.0],
-       "mse": [101.0, 100.5, 101.5]}
-# out-of-domain PPL (evaluate_.py --ood-text): higher everywhere; kd again clearly below lm, wd and mse alike
-OOD_PPL = {"lm": [900.0, 930.0, 915.0], "kd": [700.0, 722.0, 711.0], "wd": [400.0, 396.0, 405.0],
-           "mse": [401.0, 399.5, 402.5]}
-OOD_FILES = ["/corpus/gutenberg/austen-emma.txt", "/corpus/gutenberg/melville-moby_dick.txt"]
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2))
-
-
-def eval_metrics(ppl: float, seed: int, method: str, ood_ppl: float | None = None) -> dict:
-    """The schema evaluate_.py writes (Code/evaluate_.py: evaluate()); with `ood_ppl`, as --ood-text adds it."""
-    layers = [{"student_layer": s, "teacher_layer": t, "sliced_wd": 0.5 * s + 0.01 * seed + (0.3 if method == "lm"
-                                                                                            else 0.0),
-               "cka": 0.9 - 0.1 * s + 0.001 * seed, "mse": 1.5 * s, "mse_normalized": 2.0 * s}
-              for s, t in ((1, 1), (2, 4))]
-    cost = {"student": {"params": 937472, "size_bytes": 3752592, "dtype": "float32", "latency_ms": 48.0,
-                        "tokens_per_s": 10000.0 + seed, "batch_size": 4, "seq_len": 128, "iters": 5},
-            "teacher": {"params": 1334016, "size_bytes": 5341104, "dtype": "float32", "latency_ms": 83.0,
-                        "tokens_per_s": 6000.0, "batch_size": 4, "seq_len": 128, "iters": 5}}
-    cost["speedup"] = cost["student"]["tokens_per_s"] / cost["teacher"]["tokens_per_s"]
-    cost["param_ratio"] = 937472 / 1334016
-    metrics = {"checkpoint": "x/final", "teacher_path": "/t/final", "seed": 0, "device": "cpu", "dtype": "float32",
-               "notes": [], "teacher": {"nll": math.log(90.0), "ppl": 90.0, "tokens": 32767},
-               "student": {"nll": math.log(ppl), "ppl": ppl, "tokens": 32767},
-               "data": {"source": "d split test", "tokens_scored": 32767, "window": 128, "stride": None,
-                        "max_tokens": 32768},
-               "layer_map_source": "run", "hidden_tokens": 2048, "layers": layers, "cost": cost,
-               "generations": {"prompts": ["The"], "max_new_tokens": 16, "teacher": [], "student": []}}
-    if ood_ppl is not None:
-        metrics["teacher"].update(ood_ppl=250.0, ood_nll=math.log(250.0))
-        metrics["student"].update(ood_ppl=ood_ppl, ood_nll=math.log(ood_ppl))
-        metrics["ood"] = {"files": OOD_FILES, "tokens_per_file": [16383, 16384], "gutenberg_stripped": [],
-                          "max_tokens": 32768, "tokens": 32767, "window": 128, "stride": None}
-    return metrics
-
-
-def make_run(root: Path, method: str, seed: int, ppl: float, stage: str = "done",
-             ood_ppl: float | None = None) -> Path:
-    run = root / "runs" / method / f"seed{seed}"
-    loss, weights = LOSSES[method]
-    write_json(run / "args.json", {"loss": loss, "weights": weights, "seed": seed, "max_steps": 20,
-                                   "micro_batch_size": 4, "seq_len": 32, "grad_accum": 1, "lr": 1e-3,
-                                   "warmup_steps": 2, "precision": "fp32", "teacher": "/t/final", "temperature": 1.0,
-                                   "critic_optimizer": "adam", "critic_lr": 1e-4, "n_critic": 5, "critic_hidden": 64})
-    if stage == "started":
-        return run
-    lines = []
-    for step in range(1, 21):
-        rec = {"kind": "train", "step": step, "tokens": step * 128, "lr": 1e-3, "tokens_per_s": 1000.0 + seed,
-               "loss": 5.0 - 0.1 * step, f"loss/{loss}": 5.0 - 0.1 * step}
-        if method == "wd":
-            rec.update({"loss/wd/layer1": 1.0 / step, "loss/wd/layer2": 2.0 / step})
-        lines.append(rec)
-        if step % 10 == 0:
-            lines.append({"kind": "val", "step": step, "val/loss": math.log(ppl) + 0.01 * (20 - step),
-                          "val/ppl": ppl})
-    lines.append({"kind": "done", "step": 20, "train_time_s": 30.0 + seed, "best_val_loss": math.log(ppl),
-                  "world_size": 1, "device": "cpu"})
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    write_json(run / "final" / "config.json", {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 128,
-                                                "vocab_size": 2048})
-    write_json(run / "final" / "distill_info.json", {"teacher": "/t/final", "student_layers": [0, 2],
-                                                      "layer_map": [[1, 1], [2, 4]], "loss": loss})
-    if stage == "done":
-        write_json(run / "eval" / "metrics.json", eval_metrics(ppl, seed, method, ood_ppl))
-        plt.imsave(run / "eval" / "tsne_grid.png", np.random.default_rng(seed).random((20, 40, 3)))
-    return run
-
-
-def make_study(root: Path, methods=("lm", "kd", "wd", "mse"), seeds=(1, 2, 3), ood: bool = False) -> Path:
-    write_json(root / "study.json", {
-        "preset": "cpu", "seeds": list(seeds),
-        "methods": {m: {"label": m.upper(), "launcher": "Code/launch_common.sh"} for m in methods},
-        "hardware": {"cpu": "Test CPU", "cpu_cores": 2, "memory_gb": 8.0, "gpus": []},
-        "git": {"commit": "0123456789abcdef", "dirty": False}, "jobs": 2, "threads_per_job": 1,
-        "teacher": {"source": "pretrained here", "path": str(root / "teacher" / "final")},
-        "runs": {f"{m}/seed{s}": {"train_wall_s": 40.0 + s} for m in methods for s in seeds},
-        "invocations": [{"started": "2026-01-01T00:00:00+00:00", "wall_s": 600.0, "stages": {"data_s": 20.0}}]})
-    for m in methods:
-        for i, s in enumerate(seeds):
-            make_run(root, m, s, PPL[m][i], ood_ppl=OOD_PPL[m][i] if ood else None)
-    return root
+from Code import make_report
+from Code.report.comparisons import effect
+from Code.report.fmt import MISSING
+from Code.report.stats import holm, min_wilcoxon_p, paired, paired_t, swapped, wilcoxon_exact
+from tests.report.study_setup import METHODS, OOD_PPL, PPL, bpb, make_run, make_study, row, section
 
 
 def report(tmp_path: Path, study: Path, pdf: bool = False) -> str:
-    md = make_report.build_report(study, tmp_path / "report", pdf=pdf)
-    return md.read_text()
+    return make_report.build_report(study, tmp_path / "report", pdf=pdf).read_text()
 
 
-def row(text: str, first_cell: str, after: str) -> str:
-    """The table row starting with `first_cell` in the section after the heading `after`."""
-    section = text.split(after, 1)[1]
-    for line in section.splitlines():
-        if line.startswith(f"| {first_cell} |"):
-            return line
-    raise AssertionError(f"no row {first_cell!r} after {after!r}")
+def evals(study: Path, m: str, seeds=(1, 2, 3)) -> list[dict]:
+    return [json.loads((study / "runs" / m / f"seed{s}" / "eval" / "metrics.json").read_text()) for s in seeds]
 
 
 def test_report_numbers_equal_the_files(tmp_path):
     study = make_study(tmp_path / "study")
     text = report(tmp_path, study)
-    for m in ("lm", "kd", "wd", "mse"):
-        values = [json.loads((study / "runs" / m / f"seed{s}" / "eval" / "metrics.json").read_text())["student"]["ppl"]
-                  for s in (1, 2, 3)]
-        line = row(text, m, "## Test perplexity")
-        assert f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" in line
-        assert f"{min(values):.2f}" in line and f"{max(values):.2f}" in line
-        swd = [json.loads((study / "runs" / m / f"seed{s}" / "eval" / "metrics.json").read_text())["layers"][1]
-               ["sliced_wd"] for s in (1, 2, 3)]
+    for m in METHODS:
+        got = evals(study, m)
+        line = row(text, m, "## Test results")
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        for cell, key, digits in ((cells[2], "ppl", 2), (cells[3], "bpb", 3), (cells[4], "ood_ppl", 2),
+                                  (cells[5], "ood_bpb", 3)):
+            values = [e["student"][key] for e in got]
+            assert cell == f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+        swd = [e["layers"][1]["sliced_wd"] for e in got]
         assert f"{statistics.mean(swd):.4g} ± {statistics.stdev(swd):.2g}" in row(text, m, "Sliced WD:")
+        exact = [e["layers"][0]["exact_w1"] for e in got]
+        assert f"{statistics.mean(exact):.4g} ± {statistics.stdev(exact):.2g}" in row(text, m, "Exact W1:")
         train_time = [30.0 + s for s in (1, 2, 3)]
         assert f"{statistics.mean(train_time):.1f} ± {statistics.stdev(train_time):.1f}" in row(text, m, "## Cost")
-    assert "0.94M" in row(text, "lm", "## Cost")  # params from the eval's cost pass
+    teacher = row(text, "teacher", "## Test results")
+    assert f"{bpb(90.0):.3f}" in teacher and "250.00" in teacher
+    assert "0.94M" in row(text, "lm", "## Cost")
     assert "Test CPU" in text and "0123456789ab" in text
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
     assert {"ppl.png", "layers_sliced_wd.png", "layers_cka.png", "val_loss.png", "loss_terms.png", "critic_wd.png",
@@ -146,37 +54,53 @@ def test_report_numbers_equal_the_files(tmp_path):
         assert f"figures/{name}" in text
 
 
-def test_paired_tests_find_the_real_difference_only(tmp_path):
+def test_setup_states_the_protocol_and_the_wall_time_per_stage(tmp_path):
     text = report(tmp_path, make_study(tmp_path / "study"))
-    kd = row(text, "kd − lm", "## Paired tests")
-    assert "test perplexity" in kd and "kd lower (better)" in kd
-    same = row(text, "wd − mse", "## Paired tests")
-    assert "test perplexity" in same and "no significant difference" in same
-    conclusion = text.split("## Conclusion", 1)[1]
-    assert re.search(r"significantly lower test perplexity: kd", conclusion)
-    assert "no significant difference" in conclusion
+    protocol = row(text, "protocol", "## Setup")
+    assert "tuning seed 100 (not a test seed)" in protocol and "validation split" in protocol
+    assert "`mse_lm` 0.25, 0.5, 1.25, 3" in protocol
+    assert "1, 2, 3 (3 seeds" in row(text, "test seeds", "## Setup")
+    wall = row(text, "study wall time", "## Setup")
+    # two invocations: 600 + 1200 s; tune 240 + 60 s; CPU 1000 + 2000 s
+    assert "30.0 min (0.50 h) over 2 invocations" in wall and "0.83 CPU-hours" in wall
+    assert "tune 5.0 min" in wall and "test 15.0 min" in wall and "budget 3.3 min" in wall
+    assert "1000 steps, seeds 1, 2, 3" in row(text, "budget point", "## Setup")
 
 
-def test_missing_and_unfinished_runs_are_reported(tmp_path):
-    study = make_study(tmp_path / "study", methods=("lm", "wd"))
-    import shutil
-
-    shutil.rmtree(study / "runs" / "wd" / "seed3")                      # never started
-    shutil.rmtree(study / "runs" / "wd" / "seed2" / "eval")             # trained, not evaluated
+def test_missing_runs_and_unreached_stages_are_listed_not_fatal(tmp_path):
+    study = make_study(tmp_path / "study", budget=False, calibration=False, selfcheck_ppl=None)
+    shutil.rmtree(study / "runs" / "wd_lm_w0.05" / "seed3")                 # never started
+    shutil.rmtree(study / "runs" / "wd_lm_w0.05" / "seed2" / "eval")        # trained, not evaluated
     shutil.rmtree(study / "runs" / "lm" / "seed3")
-    make_run(study, "lm", 3, 305.0, stage="started")                    # killed before final/
+    make_run(study / "runs" / "lm" / "seed3", "lm", 3, 305.0, state="started")  # killed before final/
+    shutil.rmtree(study / "tune" / "gauss_w2_lm_w3" / "seed100" / "eval")   # a tuning point not scored yet
+    manifest = json.loads((study / "study.json").read_text())
+    manifest["runs"]["lm/seed3"]["status"] = "failed training"
+    (study / "study.json").write_text(json.dumps(manifest))
     text = report(tmp_path, study)
-    runs = text.split("## Runs", 1)[1]
-    assert "3 of 6 planned runs" in runs
-    assert "`wd` seed 3: missing" in runs and "`wd` seed 2: not evaluated" in runs
-    assert "`lm` seed 3: not finished" in runs
-    assert "180.00 (1 seed)" not in text and "100.00 (1 seed)" in row(text, "wd", "## Test perplexity")
-    assert "| wd − lm | test perplexity | 1 |" in text  # one shared seed: reported, no verdict
-    assert "too few paired seeds" in text
+    runs = section(text, "Runs")
+    assert "4 of 31 planned runs" in runs  # 16 tuning points + 5 methods x 3 test seeds; no budget stage
+    assert "`runs/wd_lm_w0.05/seed3`: missing" in runs and "`runs/wd_lm_w0.05/seed2`: not evaluated" in runs
+    assert "`runs/lm/seed3`: not finished; study.json: failed training" in runs
+    assert "`tune/gauss_w2_lm_w3/seed100`: not evaluated" in runs
+    assert "Not in this study (yet): budget point, calibration, out-of-domain self-check." in runs
+    assert "100.00 (1 seed)" in row(text, "wd_lm_w0.05", "## Test results")
+    assert "has not been planned yet" in section(text, "Budget point")
+    assert "No calibration yet" in section(text, "Does the estimator matter?")
+    assert "(b) the out-of-domain path reproduces the in-domain test PPL: n/a" in section(text, "Out-of-domain")
+    assert "too few paired seeds" in text                                     # wd shares one seed with lm
+
+
+def test_a_study_with_only_a_baseline_run_builds(tmp_path):
+    root = tmp_path / "study"
+    make_run(root / "runs" / "lm" / "seed1", "lm", 1, 300.0)
+    text = report(tmp_path, root)
+    assert "No tuning run is on disk" in section(text, "Tuning on validation")
+    assert "No distribution-matching family has a finished test run yet" in section(text, "Conclusion")
 
 
 def test_pdf_is_written_and_cli_reports_errors(tmp_path, capsys):
-    study = make_study(tmp_path / "study", methods=("lm", "wd"), seeds=(1, 2))
+    study = make_study(tmp_path / "study", seeds=(1, 2))
     report(tmp_path, study, pdf=True)
     pdf = tmp_path / "report" / "report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 20_000
@@ -190,20 +114,19 @@ def test_statistics_against_known_values():
     # (R: t.test(c(1,2,3,4), c(0,.5,1,2.5), paired=TRUE) gives t = 7.3485, p = 0.005208, CI 0.8504 .. 2.1496)
     assert t == pytest.approx(7.348469, rel=1e-5) and p == pytest.approx(0.0052079, rel=1e-4)
     assert lo == pytest.approx(0.8503859, rel=1e-6) and hi == pytest.approx(2.1496141, rel=1e-6)
-    assert lo == pytest.approx(1.5 - 3.182446 * 0.408248 / 2, rel=1e-5)
     assert paired_t([1.0, 2.0], [1.0, 2.0])[1] == 1.0            # identical: no difference
     assert paired_t([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])[1] == 0.0  # the same shift every time
     assert all(math.isnan(v) for v in paired_t([1.0], [2.0]))    # one pair: nothing to test
     # exact signed-rank: all differences of one sign is the most extreme outcome, 2 / 2^n two-sided
     assert wilcoxon_exact([3.0, 4.0, 5.0], [1.0, 1.0, 1.0]) == pytest.approx(0.25) == min_wilcoxon_p(3)
     assert wilcoxon_exact([2.0, 3.0, 4.0, 5.0, 6.0], [1.0] * 5) == pytest.approx(0.0625) == min_wilcoxon_p(5)
-    assert min_wilcoxon_p(3) == 0.25 and min_wilcoxon_p(5) == 0.0625 and min_wilcoxon_p(0) == 1.0
+    assert min_wilcoxon_p(8) == pytest.approx(0.0078125) and min_wilcoxon_p(0) == 1.0
     # differences 1, -2, 3, 4, 5 -> W- = 2: exact two-sided p = 2 * 3/32 = 0.1875 (R: wilcox.test(..., exact=TRUE))
     assert wilcoxon_exact([2.0, 0.0, 4.0, 5.0, 6.0], [1.0, 2.0, 1.0, 1.0, 1.0]) == pytest.approx(0.1875)
-    assert wilcoxon_exact([1.0, 2.0], [1.0, 2.0]) == 1.0
-    assert paired([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]).mean_diff == pytest.approx(-0.5)
     assert holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
     assert math.isnan(holm([0.01, math.nan])[1])
+    assert swapped({"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 1.0, "b": 4.0, "c": 3.0}) == [("b", "c")]
+    assert swapped({"a": 1.0, "b": 1.0}, {"a": 2.0, "b": 1.0}) == []  # a tie is no swap
 
 
 def test_effect_sizes_in_unit_and_percent_of_baseline():
@@ -212,111 +135,31 @@ def test_effect_sizes_in_unit_and_percent_of_baseline():
     assert r.mean_diff == pytest.approx(-9.0) and r.baseline_mean == pytest.approx(102.0)
     half = 4.302653 * 1.0 / math.sqrt(3)  # t_0.975(2) * sd / sqrt(n)
     assert (r.ci_low, r.ci_high) == pytest.approx((-9.0 - half, -9.0 + half), rel=1e-6)
-    assert r.pct_diff == pytest.approx(-900.0 / 102.0)
     assert r.pct_ci == pytest.approx((100 * (-9.0 - half) / 102.0, 100 * (-9.0 + half) / 102.0), rel=1e-6)
-    text = tables.effect(r, " PPL")
+    text = effect(r, " PPL")
     assert text.startswith("-9 PPL [") and "-8.82% [" in text and "of the baseline mean" in text
     single = paired([90.0], [100.0])
     assert math.isnan(single.ci_low) and single.pct_diff == pytest.approx(-10.0)
 
 
-def test_report_tests_table_shows_effect_sizes(tmp_path):
-    text = report(tmp_path, make_study(tmp_path / "study"))
-    header = next(ln for ln in text.split("## Paired tests", 1)[1].splitlines() if ln.startswith("| difference"))
-    assert "% of b" in header and "95% CI (% of b)" in header
-    kd = row(text, "kd − lm", "## Paired tests")
-    lm, kd_ppl = PPL["lm"], PPL["kd"]
-    r = paired(kd_ppl, lm)
-    assert f"{100 * (statistics.mean(kd_ppl) - statistics.mean(lm)) / statistics.mean(lm):+.2f}%" in kd
-    assert f"[{r.pct_ci[0]:+.2f}%, {r.pct_ci[1]:+.2f}%]" in kd
-    assert tables.tests_table([])[0].startswith("| difference |")
-    conclusion = text.split("## Conclusion", 1)[1]
-    assert f"{r.pct_diff:+.2f}%" in conclusion  # the significant kd effect is stated with its size
-
-
-def rows(text: str, first_cell: str, after: str) -> list[str]:
-    """Every table row starting with `first_cell` in the section after the heading `after`."""
-    return [ln for ln in text.split(after, 1)[1].splitlines() if ln.startswith(f"| {first_cell} |")]
-
-
-def test_out_of_domain_ppl_column_tests_and_conclusion(tmp_path):
-    study = make_study(tmp_path / "study", ood=True)
-    text = report(tmp_path, study)
-    header = next(ln for ln in text.split("## Test perplexity", 1)[1].splitlines() if ln.startswith("| method"))
-    assert header.split(" | ")[2:4] == ["test PPL mean ± std", "out-of-domain PPL mean ± std"]  # side by side
-    for m in ("lm", "kd", "wd", "mse"):
-        values = [json.loads((study / "runs" / m / f"seed{s}" / "eval" / "metrics.json").read_text())["student"]
-                  ["ood_ppl"] for s in (1, 2, 3)]
-        line = row(text, m, "## Test perplexity")
-        assert line.split(" | ")[3] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-    assert "out-of-domain PPL 250.00" in row(text, "teacher", "## Setup")          # the teacher's, in its line
-    assert "austen-emma, melville-moby_dick" in row(text, "out-of-domain text", "## Setup")
-    kd = [ln for ln in rows(text, "kd − lm", "## Paired tests") if "out-of-domain perplexity" in ln]
-    assert len(kd) == 1 and "kd lower (better)" in kd[0]
-    r = paired(OOD_PPL["kd"], OOD_PPL["lm"])
-    assert f"{r.pct_diff:+.2f}%" in kd[0]
-    same = [ln for ln in rows(text, "wd − mse", "## Paired tests") if "out-of-domain perplexity" in ln]
-    assert len(same) == 1 and "no significant difference" in same[0]
-    conclusion = text.split("## Conclusion", 1)[1]
-    assert "Lowest mean out-of-domain perplexity: **wd**" in conclusion
-    assert re.search(r"significantly lower out-of-domain perplexity: kd \(", conclusion)
-    assert re.search(r"out-of-domain perplexity: no significant difference \(difference", conclusion)  # wd vs mse
-    assert "10 tests are corrected together" in conclusion  # 3 + 3 against lm, 4 metrics for wd vs mse
-
-
-def test_out_of_domain_ppl_missing_is_a_dash(tmp_path):
-    text = report(tmp_path, make_study(tmp_path / "study"))              # runs evaluated before --ood-text
-    for m in ("lm", "kd", "wd", "mse"):
-        assert row(text, m, "## Test perplexity").split(" | ")[3] == tables.MISSING
+def test_missing_bits_per_byte_and_out_of_domain_are_a_dash(tmp_path):
+    text = report(tmp_path, make_study(tmp_path / "study", ood=False, bits=False))
+    cells = [c.strip() for c in row(text, "lm", "## Test results").split("|")[1:-1]]
+    assert cells[3:] == [MISSING] * 3 and cells[2] == f"{statistics.mean(PPL['lm']):.2f} ± " \
+                                                       f"{statistics.stdev(PPL['lm']):.2f}"
     assert "out-of-domain PPL –" in row(text, "teacher", "## Setup")
-    assert "–" in row(text, "out-of-domain text", "## Setup")
-    assert not [ln for ln in text.split("## Paired tests", 1)[1].splitlines()
+    assert not [ln for ln in section(text, "Paired tests across seeds").splitlines()
                 if ln.startswith("|") and "out-of-domain" in ln]                  # no OOD tests without numbers
-    assert "out-of-domain perplexity:" not in text.split("## Conclusion", 1)[1]
-    # some runs old, some new: the column says how many seeds it has; the old runs are named, nothing fails
-    study = make_study(tmp_path / "mixed", methods=("lm", "kd"), ood=True)
-    metrics = study / "runs" / "lm" / "seed3" / "eval" / "metrics.json"
-    old = json.loads(metrics.read_text())
-    del old["student"]["ood_ppl"], old["teacher"]["ood_ppl"], old["ood"]
-    metrics.write_text(json.dumps(old))
+    # some runs without the out-of-domain number: the column says how many seeds have it
+    study = make_study(tmp_path / "mixed")
+    path = study / "runs" / "lm" / "seed3" / "eval" / "metrics.json"
+    old = json.loads(path.read_text())
+    del old["student"]["ood_ppl"], old["student"]["ood_bpb"]
+    path.write_text(json.dumps(old))
     text = make_report.build_report(study, tmp_path / "r2", pdf=False).read_text()
     values = OOD_PPL["lm"][:2]
     assert (f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (2 of 3 seeds)"
-            in row(text, "lm", "## Test perplexity"))
-    ood_row = [ln for ln in rows(text, "kd − lm", "## Paired tests") if "out-of-domain" in ln]
-    assert len(ood_row) == 1 and "| 2 |" in ood_row[0]                  # only the seeds both have
-    assert "lm/seed3" in text.split("## Conclusion", 1)[1]
-
-
-def test_gradient_shares_and_the_wd_sensitivity_table(tmp_path, monkeypatch):
-    """Each run's logged grad_share/<term> averaged per run, then mean ± std over seeds; the wd_lm sweep rows
-    pair each setting with mse_lm on the same seeds."""
-    shares = {"mse_lm": 0.2, "wd_lm": 0.9, "wd_lm_w002": 0.1}
-    ppl = {"mse_lm": [100.0, 101.0, 102.0], "wd_lm": [110.0, 112.0, 111.0], "wd_lm_w002": [99.0, 100.5, 101.2]}
-    for m in shares:
-        monkeypatch.setitem(LOSSES, m, (m.split("_")[0] + "+lm", "0.5,0.5"))
-        monkeypatch.setitem(PPL, m, ppl[m])
-    study = make_study(tmp_path / "study", methods=tuple(shares))
-    term = {"mse_lm": "mse", "wd_lm": "wd", "wd_lm_w002": "wd"}
-    for m, share in shares.items():
-        for s in (1, 2, 3):
-            path = study / "runs" / m / f"seed{s}" / "metrics.jsonl"
-            recs = [json.loads(line) for line in path.read_text().splitlines()]
-            for r in recs:
-                if r["kind"] == "train" and r["step"] % 5 == 0:  # probes at some log lines only
-                    own = share + 0.01 * s + (0.02 if r["step"] == 20 else 0.0)
-                    r.update({f"grad_share/{term[m]}": own, "grad_share/lm": 1 - own})
-            path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    text = report(tmp_path, study)
-    per_seed = [statistics.mean([0.1 + 0.01 * s, 0.1 + 0.01 * s, 0.1 + 0.01 * s, 0.12 + 0.01 * s]) for s in (1, 2, 3)]
-    line = row(text, "`wd_lm_w002`", "## Which term drives the student")
-    assert f"wd {statistics.mean(per_seed):.3f} ± {statistics.stdev(per_seed):.3f}" in line
-    sweep = row(text, "`wd_lm_w002`", "## Wasserstein sensitivity")
-    expected = paired(ppl["wd_lm_w002"], ppl["mse_lm"])
-    assert tables.effect(expected, base="mse_lm") in sweep and f"t-test p = {tables.pvalue(expected.p_t)}" in sweep
-    assert f"{statistics.mean(per_seed):.3f}" in sweep and "weights 0.5,0.5" in sweep
-    sensitivity = text.split("## Wasserstein sensitivity", 1)[1].split("## Conclusion")[0]
-    assert "| `wd_lm` |" in sensitivity and "| `mse_lm` |" not in sensitivity  # the reference is not a row
+            in row(text, "lm", "## Test results"))
 
 
 def test_the_report_reads_files_only_never_training_or_evaluation():
@@ -340,7 +183,8 @@ def test_the_report_reads_files_only_never_training_or_evaluation():
 
 
 def test_paths_in_the_report_are_never_absolute(tmp_path):
-    study = make_study(tmp_path / "study", methods=("lm", "wd"), seeds=(1, 2), ood=True)
+    study = make_study(tmp_path / "study", seeds=(1, 2))
+    shutil.rmtree(study / "runs" / "lm" / "seed2")                         # listed in Runs: relative too
     text = report(tmp_path, study)
     assert str(tmp_path) not in text and "/tmp/" not in text
     assert "`study/teacher/final`" in text  # under the study folder's own name
@@ -350,12 +194,12 @@ def test_paths_in_the_report_are_never_absolute(tmp_path):
 def test_the_pdf_holds_the_tables_and_the_figures(tmp_path):
     import pymupdf
 
-    study = make_study(tmp_path / "study", methods=("lm", "wd"), seeds=(1, 2))
+    study = make_study(tmp_path / "study", seeds=(1, 2))
     text = report(tmp_path, study, pdf=True)
     doc = pymupdf.open(tmp_path / "report" / "report.pdf")
     pages = "".join(page.get_text() for page in doc)
-    assert "Test perplexity" in pages and "Paired tests across seeds" in pages
-    cell = row(text, "lm", "## Test perplexity").split("|")[2].strip()  # a number from the table, as printed
+    assert "Test results" in pages and "Paired tests across seeds" in pages and "Tuning on validation" in pages
+    cell = row(text, "lm", "## Test results").split("|")[3].strip()  # a number from the table, as printed
     assert cell in pages
     images = sum(len(page.get_images()) for page in doc)
     assert images == text.count("](figures/")  # every figure of the Markdown drawn in the PDF

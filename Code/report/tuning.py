@@ -1,0 +1,106 @@
+"""The study's protocol and its tuning stage: each family's weight grid scored on validation PPL at the tuning
+seed, the weight chosen, and the wall time of every stage.
+
+The grid and the choice come from study.json (`tuning`: what the test stage used); the validation PPLs are
+read from the tuning runs' own evaluations (`tune/<family>_w<weight>/seed<k>/eval/metrics.json`, scored on
+the validation split), so a tuning stage still running shows the points it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from Code.report.data import StudyData
+from Code.report.fmt import MISSING, num, plural, table
+
+SPLITS = {"valid": "validation", "test": "test", "train": "training"}
+
+
+@dataclass
+class FamilyTuning:
+    name: str
+    kind: str                                  # logit | paired | critic | critic-free (n/a when unrecorded)
+    label: str
+    valid_ppl: dict[str, float | None] = field(default_factory=dict)  # weight (as the grid spells it) -> PPL
+    chosen: str | None = None                  # the weight the test stage ran (None: not chosen yet)
+
+
+def split_name(method: str) -> tuple[str, str] | None:
+    """`<family>_w<weight>` -> (family, weight); None for a name that is no grid point."""
+    family, sep, weight = method.rpartition("_w")
+    return (family, weight) if sep and family and weight else None
+
+
+def tuning(study: StudyData) -> dict[str, FamilyTuning]:
+    """Every tuned family: study.json's grid and choice, each point's validation PPL from its run."""
+    spec = study.manifest.get("tuning") or {}
+    seed = spec.get("seed")
+    out: dict[str, FamilyTuning] = {}
+    for name, fam in (spec.get("families") or {}).items():
+        out[name] = FamilyTuning(name, fam.get("kind") or "n/a", fam.get("label") or "",
+                                 dict(fam.get("valid_ppl") or {}), fam.get("chosen"))
+    for (method, run_seed), run in study.tune_runs.items():
+        parts = split_name(method)
+        if parts is None or (seed is not None and run_seed != seed):
+            continue
+        family, weight = parts
+        entry = out.setdefault(family, FamilyTuning(family, "n/a", ""))
+        entry.valid_ppl[weight] = run.test_ppl if run.status == "done" else entry.valid_ppl.get(weight)
+    return out
+
+
+def tuning_table(study: StudyData) -> list[str]:
+    """family x grid point: validation PPL, the chosen weight in bold and marked ✓."""
+    grid = tuning(study)
+    if not grid:
+        return ["No tuning run is on disk and study.json records no tuning stage yet."]
+    width = max(len(f.valid_ppl) for f in grid.values())
+    rows = []
+    for f in grid.values():
+        cells = []
+        for w, ppl in f.valid_ppl.items():
+            text = f"{w}: {num(ppl) if ppl is not None else MISSING}"
+            cells.append(f"**{text}** ✓" if w == f.chosen else text)
+        rows.append([f"`{f.name}`", f.kind, *cells, *[""] * (width - len(cells)),
+                     f.chosen if f.chosen else "not chosen yet"])
+    return table(["family", "kind", *(f"weight {i + 1}: val. PPL" for i in range(width)), "chosen weight"], rows)
+
+
+def protocol_rows(study: StudyData) -> list[list[str]]:
+    """Setup rows: how weights were chosen and on which seeds the methods are tested."""
+    spec = study.manifest.get("tuning") or {}
+    grid = tuning(study)
+    rows = []
+    if grid:
+        split = SPLITS.get(spec.get("split", "valid"), spec.get("split"))
+        grids = "; ".join(f"`{f.name}` {', '.join(f.valid_ppl)}" for f in grid.values())
+        rows.append(["protocol", f"each family (one distillation term beside the LM term) trained once per grid "
+                                 f"weight at tuning seed {spec.get('seed', MISSING)} (not a test seed), scored on "
+                                 f"the {split} split; the weight with the lowest "
+                                 f"{split} PPL is the one tested. Grids: {grids}"])
+    rows.append(["test seeds", f"{', '.join(str(s) for s in study.seeds)} ({plural(len(study.seeds), 'seed')}; "
+                               "every method on every seed, scored on the test split)"])
+    budget = study.manifest.get("budget") or {}
+    if budget:
+        rows.append(["budget point", f"{budget.get('max_steps')} steps, seeds "
+                                     f"{', '.join(str(s) for s in budget.get('seeds') or [])}"])
+    return rows
+
+
+def stage_rows(study: StudyData) -> list[list[str]]:
+    """Wall time per stage and in all, summed over the study's invocations (it resumes across sittings)."""
+    invocations = study.manifest.get("invocations") or []
+    if not invocations:
+        return []
+    stages: dict[str, float] = {}
+    for inv in invocations:
+        for k, v in (inv.get("stages") or {}).items():
+            stages[k.removesuffix("_s")] = stages.get(k.removesuffix("_s"), 0.0) + float(v)
+    total = sum(float(i.get("wall_s", 0)) for i in invocations)
+    cpu = sum(float(i.get("cpu_s", 0)) for i in invocations)
+    parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
+    return [["study wall time", f"{total / 60:.1f} min ({total / 3600:.2f} h) over "
+                                f"{plural(len(invocations), 'invocation')}"
+                                + (f", {cpu / 3600:.2f} CPU-hours" if cpu else "")
+                                + (f"; per stage: {parts}" if parts else "")
+                                + f"; started {invocations[0].get('started', MISSING)}"]]
