@@ -372,12 +372,13 @@ def term_values(terms: Sequence[Term], inputs: LossInputs) -> list[LossOutput]:
 def raise_non_finite(terms: Sequence[Term], logs: Mapping[str, Tensor]) -> None:
     """Raise `NonFiniteLossError` for the first weighted term that is NaN/inf (else for the total).
 
-    The message names the term, not the step: the loop that catches it adds the one step number it uses.
+    The message names the term, not the step nor a checkpoint: the loop that catches it adds the step number
+    and the checkpoint to go back to, which it knows and the registry does not.
     """
     for term in terms:
         value = float(logs[term.name])
         if term.weight != 0 and not math.isfinite(value):
             raise NonFiniteLossError(f"loss term '{term.name}' is {value}: lower the learning rate or check the "
-                                     "inputs (the last good checkpoint is unaffected)", term.name)
+                                     "inputs", term.name)
     raise NonFiniteLossError("the weighted total loss is not finite (each term is finite: the weights overflow it)",
                              "total")

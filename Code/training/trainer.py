@@ -90,9 +90,8 @@ def train_micro_batch(engine: Engine, step_obj: Step, batch: Any, step: int, mic
     try:
         out = step_obj.compute(batch, step, micro)
     except NonFiniteLossError as exc:
-        # the registry's message says nothing of checkpoints any more than it knows them: this hint names one
-        said = str(exc).replace(" (the last good checkpoint is unaffected)", "")
-        raise ValueError(f"step {step}: {said}{nonfinite_hint(ckpt_root)}") from exc
+        # the registry's message names the term; this hint names the checkpoint, which only the loop knows
+        raise ValueError(f"step {step}: {exc}{nonfinite_hint(ckpt_root)}") from exc
     engine.backward(out.loss)
     engine.step()
     step_obj.after_update()

@@ -311,6 +311,7 @@ def test_non_finite_term_raises_naming_it():
     with pytest.raises(NonFiniteLossError) as err:
         compute_losses(terms("lm+mse", inputs, "1,1"), inputs)
     assert err.value.term == "mse" and "'mse'" in str(err.value) and "\n" not in str(err.value)
+    assert "checkpoint" not in str(err.value)  # the loop names the checkpoint to go back to, the registry none
     # Unchecked, the NaN flows out for a caller that checks at log intervals instead.
     total, _ = compute_losses(terms("lm+mse", inputs, "1,1"), inputs, check_finite=False)
     assert torch.isnan(total)
