@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import field
 
+from Code.evaluation.ood_format import FORMATS
 from Code.knobs import Knob, Knobs, at_least
 
 
@@ -48,6 +49,9 @@ EVALUATION = Knobs([
       help="also score out-of-domain text: files, or folders of .txt files (same tokenizer,\n"
            "window, stride; --max-tokens in all, shared between the files; Project Gutenberg\n"
            "header/footer cut off): student.ood_ppl, teacher.ood_ppl in metrics.json"),
+    K("ood_format", "wikitext", choices=FORMATS, group=_SOURCE, section="source",
+      help="--ood-text put into the training text's conventions first: wikitext (default: one paragraph\n"
+           "per line, WikiText's spaced punctuation, @-@ @,@ @.@) or raw (as read); metrics.json ood.conventions"),
     # window and stride are checked against the models' context once they load (inputs.check_window)
     K("window", type=int, help="tokens per window (default: the models' context)", group=_SOURCE,
       section="source"),

@@ -43,7 +43,8 @@ def plan_lm(source: SourceConfig, ckpt: str | Path, model_dir: Path, info: dict)
         from Code.data_pipeline.lm_datasets import check_vocab, load_meta
 
         check_vocab(load_meta(data_dir), s_vocab, "student")
-    ood = tuple(read_texts(ood_files(list(source.ood_text)), "--ood-text")) if source.ood_text else ()
+    ood = (tuple(read_texts(ood_files(list(source.ood_text)), "--ood-text", source.ood_format)) if source.ood_text
+           else ())
     return LmPlan(Path(ckpt), model_dir, info, teacher_path, data_dir, s_vocab, ood)
 
 
@@ -97,7 +98,7 @@ def ood_stream(max_tokens: int | None, texts: tuple[TextSource, ...], tokenizer,
         raise EvalError(f"--ood-text {', '.join(str(t.path) for t in texts)} has fewer than 2 tokens to score")
     record = {"files": [str(t.path.resolve()) for t in texts], "tokens_per_file": shares,
               "gutenberg_stripped": [t.path.name for t in texts if t.gutenberg_stripped],
-              "max_tokens": max_tokens}
+              "max_tokens": max_tokens, "conventions": texts[0].conventions}
     return tokens, record
 
 

@@ -9,6 +9,7 @@ the models at module level: `Code.evaluation.runner` imports this only after the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from Code.evaluation.summary import run_name, summary_markdown
 from Code.modeling.families import context_length, hidden_size, num_layers
 from Code.modeling.layer_map import validate_layer_map
 from Code.modeling.loading import load_student, load_teacher
+from Code.objectives.masking import label_mask
 from Code.run_folder import write_eval
 from Code.utils import seed_everything
 
@@ -63,13 +65,32 @@ def _items(tokens: np.ndarray, window: int, stride: int | None) -> list[dict]:
     return [windows[i] for i in range(len(windows))]
 
 
+def scored_bytes(items: list[dict], tokenizer) -> int | None:
+    """UTF-8 bytes of the text that the scored tokens of `items` decode to (special tokens such as the
+    end-of-text separator decode to nothing); None without a tokenizer. Scored = what `window_nll` counts:
+    labels from each window's second position on that are not ignored."""
+    if tokenizer is None:
+        return None
+    labels = torch.cat([item["labels"][1:] for item in items])
+    ids = labels[label_mask(labels)].tolist()
+    return len(tokenizer.decode(ids, skip_special_tokens=True).encode("utf-8"))
+
+
+def add_bpb(scored: dict, n_bytes: int | None) -> dict:
+    """`scored` (a `perplexity` result) with bits per byte: its summed NLL in nats over ln 2 x the bytes its
+    tokens decode to, comparable across tokenizers (None without bytes)."""
+    nats = scored["nll"] * scored["tokens"]
+    return {**scored, "bpb": nats / (math.log(2) * n_bytes) if n_bytes else None}
+
+
 def perplexity_pass(cfg: EvalConfig, models: Models, tokens: np.ndarray, window: int) -> dict:
     """Teacher and student perplexity on the same windows (and on non-overlapping ones with a short stride)."""
     stride = cfg.source.stride
     kw = {"device": models.device, "batch_size": cfg.runtime.batch_size, "progress": cfg.runtime.progress}
     items = _items(tokens, window, stride)
-    out = {"teacher": perplexity(models.teacher, items, desc="teacher ppl", **kw),
-           "student": perplexity(models.student, items, desc="student ppl", **kw)}
+    n_bytes = scored_bytes(items, models.tokenizer)
+    out = {"teacher": add_bpb(perplexity(models.teacher, items, desc="teacher ppl", **kw), n_bytes),
+           "student": add_bpb(perplexity(models.student, items, desc="student ppl", **kw), n_bytes)}
     if stride is not None and stride < window - 1:  # window-1 is already non-overlapping
         flat = _items(tokens, window, None)
         for name in ("teacher", "student"):
@@ -83,7 +104,8 @@ def ood_pass(cfg: EvalConfig, models: Models, tokens: np.ndarray, window: int) -
     the in-domain pass, so the two numbers differ only in the text."""
     kw = {"device": models.device, "batch_size": cfg.runtime.batch_size, "progress": cfg.runtime.progress}
     items = _items(tokens, window, cfg.source.stride)
-    return {name: perplexity(getattr(models, name), items, desc=f"{name} ood ppl", **kw)
+    n_bytes = scored_bytes(items, models.tokenizer)
+    return {name: add_bpb(perplexity(getattr(models, name), items, desc=f"{name} ood ppl", **kw), n_bytes)
             for name in ("teacher", "student")}
 
 
@@ -177,6 +199,7 @@ def evaluate_lm(cfg: EvalConfig, plan: LmPlan, out_dir: Path, written: Written) 
         for name in ("teacher", "student"):
             result[name]["ood_ppl"] = scored[name]["ppl"]
             result[name]["ood_nll"] = scored[name]["nll"]
+            result[name]["ood_bpb"] = scored[name]["bpb"]
         result["ood"] = {**ood, "tokens": scored["student"]["tokens"], "window": window, "stride": src.stride}
     part, images, notes = layer_pass(cfg, plan, models, tokens, window, out_dir)
     written.add(*images)

@@ -48,15 +48,16 @@ def summary_markdown(metrics: dict, images: Sequence[str]) -> str:
         "",
     ]
     ood = metrics.get("ood")
-    ood_head, ood_rule = (" out-of-domain PPL |", "---|") if ood else ("", "")
-    lines += [f"| model | perplexity |{ood_head} params | size on disk | tokens/s | latency |",
-              f"|---|---|{ood_rule}---|---|---|---|"]
+    ood_head, ood_rule = (" out-of-domain PPL | out-of-domain bits/byte |", "---|---|") if ood else ("", "")
+    lines += [f"| model | perplexity | bits/byte |{ood_head} params | size on disk | tokens/s | latency |",
+              f"|---|---|---|{ood_rule}---|---|---|---|"]
     cost = metrics.get("cost", {})
     for name, ppl in (("teacher", t), ("student", s)):
         c = cost.get(name, {})
-        ood_cell = f" {_fmt(ppl.get('ood_ppl'), 5)} |" if ood else ""
+        ood_cell = f" {_fmt(ppl.get('ood_ppl'), 5)} | {_fmt(ppl.get('ood_bpb'), 4)} |" if ood else ""
         lines.append(
-            f"| {name} | {_fmt(ppl['ppl'], 5)} |{ood_cell} {c.get('params', 0) / 1e6:.2f}M | "
+            f"| {name} | {_fmt(ppl['ppl'], 5)} | {_fmt(ppl.get('bpb'), 4)} |{ood_cell} "
+            f"{c.get('params', 0) / 1e6:.2f}M | "
             f"{_mb(c.get('size_bytes'))} | {_rate(c.get('tokens_per_s'))} | {_fmt(c.get('latency_ms'), 4)} ms |"
         )
     if ood:
@@ -99,7 +100,9 @@ def ood_sentence(ood: dict) -> str:
     return (f"Out-of-domain text: {len(names)} file(s) ({shown}), {ood.get('tokens', 0):,} tokens scored with the "
             f"same window and stride" + (f", at most {ood['max_tokens']:,} in all, shared between the files"
                                          if ood.get("max_tokens") else "")
-            + (f"; Project Gutenberg header/footer cut off in {len(stripped)} file(s)" if stripped else "") + ".")
+            + (f"; Project Gutenberg header/footer cut off in {len(stripped)} file(s)" if stripped else "")
+            + (f"; put into {ood['conventions']} conventions" if ood.get("conventions", "raw") != "raw" else "")
+            + ". Bits per byte: summed NLL over ln 2 x the UTF-8 bytes the scored tokens decode to.")
 
 
 def compare_markdown(runs: Sequence[tuple[str, dict]], image: str | None) -> str:

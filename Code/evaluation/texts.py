@@ -1,5 +1,6 @@
 """Raw text to score (`--text-file`, `--ood-text`), through one path: `read_texts` (UTF-8, else Latin-1;
-Project Gutenberg's licence header and footer cut off) then `text_tokens` (the run's tokenizer, at most
+Project Gutenberg's licence header and footer cut off; out-of-domain text put into the training text's
+conventions, `Code.evaluation.ood_format`) then `text_tokens` (the run's tokenizer, at most
 `--max-tokens` in all, shared fairly between the files). Light at import (numpy loads when tokens are made).
 """
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from Code.evaluation.common import EvalError
+from Code.evaluation.ood_format import to_conventions
 
 if TYPE_CHECKING:  # numpy loads with the models, not at import
     import numpy as np
@@ -23,6 +25,7 @@ class TextSource:
     path: Path
     text: str = field(repr=False)
     gutenberg_stripped: bool = False  # a Project Gutenberg header or footer was cut off
+    conventions: str = "raw"  # the layout `text` was put into (ood_format.FORMATS); raw: as read
 
 
 # Project Gutenberg's own markers around a book: "*** START OF THE PROJECT GUTENBERG EBOOK <TITLE> ***" ends
@@ -72,8 +75,9 @@ def ood_files(specs: list[str]) -> list[Path]:
     return files
 
 
-def read_texts(paths: list[Path], flag: str) -> list[TextSource]:
-    """Each file read and stripped of Project Gutenberg boilerplate; a missing or empty file is an error."""
+def read_texts(paths: list[Path], flag: str, conventions: str = "raw") -> list[TextSource]:
+    """Each file read, stripped of Project Gutenberg boilerplate and put into `conventions` (raw: as read);
+    a missing or empty file is an error."""
     out = []
     for path in paths:
         if not path.is_file():
@@ -82,7 +86,7 @@ def read_texts(paths: list[Path], flag: str) -> list[TextSource]:
         if not text.strip():
             raise EvalError(f"{flag} {path} is empty" + (" once its Project Gutenberg header and footer are cut off"
                                                         if stripped else ""))
-        out.append(TextSource(path, text, stripped))
+        out.append(TextSource(path, to_conventions(text, conventions), stripped, conventions))
     return out
 
 

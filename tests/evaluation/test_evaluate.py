@@ -204,7 +204,8 @@ def test_ood_token_cap_is_shared_between_files():
 
 
 def test_ood_text_scores_like_text_file(setup, corpus_dir, tmp_path):
-    """--ood-text FILE gives the number --text-file FILE gives: one tokenizer path, the same windows."""
+    """--ood-text FILE --ood-format raw gives the number --text-file FILE gives: one tokenizer path, the same
+    windows; bits per byte beside each perplexity."""
     from Code.evaluate_ import main
 
     gutenberg = corpus_dir / "gutenberg"
@@ -214,17 +215,31 @@ def test_ood_text_scores_like_text_file(setup, corpus_dir, tmp_path):
     book.write_text("\n".join((gutenberg / "austen-emma.txt").read_text().splitlines()[:400]))
     light = [*FAST, "--tsne-points", "0", "--gen-tokens", "0", "--hidden-tokens", "256"]
     run = str(setup["run"])
-    assert main(["--ckpt", run, "--ood-text", str(book), "--out-dir", str(tmp_path / "ood"), *light]) == 0
+    assert main(["--ckpt", run, "--ood-text", str(book), "--ood-format", "raw", "--out-dir", str(tmp_path / "ood"),
+                 *light]) == 0
     assert main(["--ckpt", run, "--text-file", str(book), "--out-dir", str(tmp_path / "txt"), *light]) == 0
     ood, txt = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ood", "txt"))
     for name in ("student", "teacher"):
         assert math.isfinite(ood[name]["ood_ppl"]) and ood[name]["ood_ppl"] > 1
         assert ood[name]["ood_ppl"] == txt[name]["ppl"]
+        assert ood[name]["ood_bpb"] == txt[name]["bpb"] and txt[name]["bpb"] > 0 and ood[name]["bpb"] > 0
         assert ood[name]["ppl"] != ood[name]["ood_ppl"]  # the in-domain number is still the test split's
     assert ood["ood"]["files"] == [str(book.resolve())] and ood["ood"]["tokens"] == txt["student"]["tokens"] == 2999
+    assert ood["ood"]["conventions"] == "raw"
     assert "ood" not in txt and "ood_ppl" not in txt["student"]  # without --ood-text nothing changes
+    # a short text scored whole: its bytes, less the first token's (never scored), are the bytes per token's
+    from transformers import AutoTokenizer
+
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(book.read_text().splitlines()[60:90]) + "\n")
+    tok = AutoTokenizer.from_pretrained(setup["run"] / "best")
+    first_bytes = len(tok.decode(tok.encode(short.read_text())[:1]).encode())
+    assert main(["--ckpt", run, "--text-file", str(short), "--out-dir", str(tmp_path / "short"), *light]) == 0
+    whole = json.loads((tmp_path / "short" / "metrics.json").read_text())["student"]
+    assert whole["tokens"] < 2999 and whole["bpb"] == pytest.approx(
+        whole["nll"] * whole["tokens"] / (math.log(2) * (len(short.read_text().encode()) - first_bytes)))
     summary = (tmp_path / "ood" / "summary.md").read_text()
-    assert "out-of-domain PPL" in summary and "emma.txt" in summary
+    assert "out-of-domain PPL" in summary and "out-of-domain bits/byte" in summary and "emma.txt" in summary
     assert "out-of-domain" not in (tmp_path / "txt" / "summary.md").read_text()
     # a folder: its .txt files in name order, the cap shared between them, Gutenberg boilerplate cut off
     folder = tmp_path / "books"
@@ -235,6 +250,7 @@ def test_ood_text_scores_like_text_file(setup, corpus_dir, tmp_path):
     assert main(["--ckpt", str(setup["run"]), "--ood-text", str(folder), "--out-dir", str(tmp_path / "dir"), *light,
                  "--max-tokens", "1000"]) == 0
     both = json.loads((tmp_path / "dir" / "metrics.json").read_text())["ood"]
+    assert both["conventions"] == "wikitext"  # the default
     assert [Path(f).name for f in both["files"]] == ["a_small.txt", "b_emma.txt"]
     assert both["gutenberg_stripped"] == ["a_small.txt"]
     small, emma = both["tokens_per_file"]
