@@ -49,7 +49,8 @@ def build_markdown(study: StudyData, images: dict[str, str | None], stamp: dict)
     lines += score_table(study)
     lines += fig("ppl", "test perplexity")
     lines += ["", "Per seed:", ""] + per_seed_table(study)
-    n = min((len(study.of(m)) for m in study.methods if study.of(m)), default=0)
+    # the seeds the tests have: the fewest any method finished (the planned seeds while none has)
+    n = min((len(study.of(m)) for m in study.methods if study.of(m)), default=len(study.seeds))
     lines += ["", "## Paired tests across seeds", "",
               f"Every method against `{MSE_FAMILY}`'s method and against `lm`, on test and out-of-domain "
               "perplexity. Each row pairs the runs of two methods that share a seed (same data order and "

@@ -68,6 +68,8 @@ def layer_table(study: StudyData, key: str) -> list[str]:
         if not per_run:
             continue
         rows.append([m, *(pm([d[i] for d in per_run if i in d], 4, sig) for i in layers)])
+    if not rows:
+        return ["No test run has been evaluated yet."]
     return table(["method", *(f"s{i} ↔ t{teacher_of.get(i, '?')}" for i in layers)], rows)
 
 
@@ -145,6 +147,8 @@ def cost_table(study: StudyData, wall: dict[str, float]) -> list[str]:
                      f"{t_params / 1e6:.2f}M" if t_params else "n/a",
                      ", ".join(f"{t:,}" for t in sorted(t for t in tokens if t)) or "n/a",
                      pm(tps, 0), pm(times, 1), pm(walls, 1), pm(fwd, 0), pm(speed, 2)])
+    if not rows:
+        return ["No test run has been evaluated yet."]
     return table(["method", "student params", "teacher params", "train tokens", "train tokens/s",
                   "train time (s)", "run wall (s)", "student fwd tokens/s", "fwd speedup vs teacher"], rows)
 

@@ -66,6 +66,12 @@ def tuning_table(study: StudyData) -> list[str]:
     return table(["family", "kind", *(f"weight {i + 1}: val. PPL" for i in range(width)), "chosen weight"], rows)
 
 
+def tune_seed(study: StudyData) -> int | None:
+    """The tuning seed: study.json's, else the seed the tuning runs on disk share (while tuning still runs)."""
+    seeds = {s for _, s in study.tune_runs}
+    return (study.manifest.get("tuning") or {}).get("seed") or (seeds.pop() if len(seeds) == 1 else None)
+
+
 def protocol_rows(study: StudyData) -> list[list[str]]:
     """Setup rows: how weights were chosen and on which seeds the methods are tested."""
     spec = study.manifest.get("tuning") or {}
@@ -75,7 +81,7 @@ def protocol_rows(study: StudyData) -> list[list[str]]:
         split = SPLITS.get(spec.get("split", "valid"), spec.get("split"))
         grids = "; ".join(f"`{f.name}` {', '.join(f.valid_ppl)}" for f in grid.values())
         rows.append(["protocol", f"each family (one distillation term beside the LM term) trained once per grid "
-                                 f"weight at tuning seed {spec.get('seed', MISSING)} (not a test seed), scored on "
+                                 f"weight at tuning seed {tune_seed(study) or MISSING} (not a test seed), scored on "
                                  f"the {split} split; the weight with the lowest "
                                  f"{split} PPL is the one tested. Grids: {grids}"])
     rows.append(["test seeds", f"{', '.join(str(s) for s in study.seeds)} ({plural(len(study.seeds), 'seed')}; "
