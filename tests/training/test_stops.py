@@ -53,21 +53,32 @@ def test_time_based_save_is_due_after_the_interval_and_resets_on_save():
     assert StopWatch(save_every_minutes=0, world_size=1).poll() == (False, False)  # 0: off
 
 
-def _filter(data: bytes) -> bytes:
+def _filter(data: bytes, **env: str) -> bytes:
     proc = subprocess.run([sys.executable, "-m", "Code.training.launch_output"], input=data, capture_output=True,
-                          cwd=REPO, env=quiet_env(), timeout=60)
+                          cwd=REPO, env=quiet_env(**{"VERBOSE": "0", **env}), timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
+LAUNCH_INFO = b"[2026-12-03 10:07:19,000] [INFO] [launch.py:256:main] process 4242 spawned with command: [...]\n"
+NOISE = (b"[2026-12-03 10:07:26,664] [ERROR] [launch.py:325:sigkill_handler] ['python', 'x.py'] exits with "
+         b"return code = 2\n")
+ERRORS = b"error: [rank 0] the data is bad: fix it\n" + b"error: [rank 1] the data is bad: fix it\n"
+
+
 def test_launcher_noise_goes_and_nothing_passes_after_our_error_line():
-    noise = (b"[2026-12-03 10:07:26,664] [ERROR] [launch.py:325:sigkill_handler] ['python', 'x.py'] exits with "
-             b"return code = 2\n")
     warn = b"[2026-12-03 10:07:20,000] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator\n"
     bar = b"\r 10%|#         | 1/10"  # a progress bar redrawn without a newline passes as it comes
-    out = _filter(warn + bar + b"\r 20%|##        | 2/10\n" + noise + b"error: [rank 0] the data is bad: fix it\n"
-                  + b"error: [rank 1] the data is bad: fix it\n" + noise + b"Traceback (most recent call last):\n")
+    out = _filter(LAUNCH_INFO + warn + bar + b"\r 20%|##        | 2/10\n" + NOISE + ERRORS + NOISE
+                  + b"Traceback (most recent call last):\n")
     assert out == warn + bar + b"\r 20%|##        | 2/10\n" + b"error: [rank 0] the data is bad: fix it\n"
+
+
+def test_verbose_passes_every_line_the_launchers_and_those_after_an_error_included():
+    elastic = (b"W1203 10:22:33.123000 1234 torch/distributed/elastic/agent/server/api.py:719] Received "
+               b"Signals.SIGTERM death signal, shutting down workers\n")
+    data = LAUNCH_INFO + b"\r 10%|#  | 1/10" + NOISE + ERRORS + elastic + NOISE + b"[runner.py partial line"
+    assert _filter(data, VERBOSE="1") == data
 
 
 def test_torchrun_shutdown_chatter_goes():
