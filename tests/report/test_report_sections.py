@@ -165,3 +165,30 @@ def test_conclusion_says_whether_a_distribution_loss_beat_mse_or_lm(tmp_path, mo
     para = section(text, "Conclusion").strip().splitlines()[0]
     assert f"beat `{MSE}` on test PPL" in para and f"? **no** (2 methods tested; significantly worse: none; " \
                                                   f"no significant difference: {WD}, {GAUSS})" in para
+
+
+def test_the_calibration_module_s_own_output_reads_into_the_report(tmp_path):
+    """The JSON `python -m Code.evaluation.calibration` writes (run here on small random states), not a copy
+    of its format: the report's calibration tables show its numbers."""
+    import torch
+
+    from Code.evaluation.calibration import main as calibrate_main
+
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 64, 8, generator=gen)
+    states = tmp_path / "states.pt"
+    torch.save({"teacher": teacher, "student": teacher + 0.5 * torch.randn(2, 64, 8, generator=gen)}, states)
+    study = make_study(tmp_path / "study")
+    out = study / "calibration" / "calibration.json"
+    assert calibrate_main(["--states", str(states), "--samples", "16", "--updates", "2,4", "--variants", "gp,lp",
+                           "--out", str(out)]) == 0
+    cal = json.loads(out.read_text())
+    est = section(report(tmp_path, study), "Does the estimator matter?")
+    exact = row(est, "exact W1 (POT)", "### Calibration")
+    for pair in ("student", "teacher_self"):
+        assert f"| {' / '.join(f'{v:.3g}' for v in cal['pairs'][pair]['judges']['exact_w1'])} |" in exact
+    lp = [ln for ln in rows(est, "critic `lp`", "### Calibration") if "| 4 |" in ln][0]
+    held = cal["pairs"]["student"]["critics"]["lp"]["readings"][1]["heldout"]
+    assert f"| {' / '.join(f'{v:.3g}' for v in held)} |" in lp
+    grad = cal["pairs"]["teacher_self"]["critics"]["gp"]["grad_at_zero"]
+    assert f"| {' / '.join(f'{v:.3g}' for v in grad)} |" in row(est, "critic `gp` at zero distance", "### Calib")
