@@ -34,11 +34,12 @@ from Code.modeling.families import describe
 from Code.modeling.generation import prompt_budget
 from Code.modeling.loading import ModelLoadError, load_config
 from Code.objectives.registry import LossPlan
+from Code.run_folder import STARTED
 from Code.training.model_plan import ModelPlan, plan_models
 from Code.training.run_guard import check_same_run, refuse_if_locked
+from Code.training.setup import check_train_blocks
 from Code.training.teacher_targets import open_run_cache
 
-STARTED = ("metrics.jsonl", "checkpoints", "best", "final")  # what a run writes once it has begun
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 OFFLINE_FIX = "pass a local save_pretrained folder, e.g. one made by scripts/pretrain_teacher.sh"
 
@@ -158,12 +159,6 @@ def _split(data_dir: str, split: str, seq_len: int, task: str) -> tuple[int, int
     return blocks, len(data)
 
 
-def _check_train_blocks(data_dir: str, blocks: int, seq_len: int, batch: int, world: int) -> None:
-    if blocks < batch * world:
-        raise ConfigError(f"train split of {data_dir} holds {blocks} blocks of {seq_len} tokens, fewer than one "
-                          f"batch per rank ({batch} x {world}): lower --seq-len or --micro-batch-size, or add data")
-
-
 def _check_ds_config(cfg: RunConfig) -> None:
     if cfg.optim.launcher != "deepspeed":
         return
@@ -215,9 +210,9 @@ def check_run(cfg: RunConfig, world_size: int = 1, *, minillm: bool = False) -> 
             with _one_line():
                 check_vocab(pt_meta, models.student.vocab_size, what="student")
         pt_blocks, _ = _split(pt_dir, "train", seq_len, task if same else "lm")
-        _check_train_blocks(pt_dir, pt_blocks, seq_len, batch, world_size)
+        check_train_blocks(pt_dir, pt_blocks, seq_len, batch, world_size)
     else:
-        _check_train_blocks(data_dir, train_blocks, seq_len, batch, world_size)
+        check_train_blocks(data_dir, train_blocks, seq_len, batch, world_size)
     valid_blocks, _ = _split(data_dir, "valid", seq_len, task)
     if valid_blocks < world_size:
         raise ConfigError(f"valid split of {data_dir} holds {valid_blocks} blocks of {seq_len} tokens, fewer than "

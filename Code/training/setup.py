@@ -18,6 +18,7 @@ from Code.critic import CriticTrainer
 from Code.data_pipeline.distributed_indexed import DistributedBlockSampler
 from Code.data_pipeline.instruction_data import labels_from, task_blocks
 from Code.data_pipeline.lm_datasets import LMBlocks, load_meta
+from Code.knobs import ConfigError
 from Code.modeling import families
 from Code.modeling.loading import load_student, load_teacher
 from Code.modeling.truncation import build_student_from_config, truncate_teacher
@@ -77,12 +78,18 @@ def build_critics(cfg: CriticConfig, n_layers: int, dim: int, total_steps: int, 
     return CriticTrainer(n_layers, dim, cfg, seed=seed, device=device, total_steps=total_steps)
 
 
+def check_train_blocks(data_dir: str | Path, blocks: int, seq_len: int, batch: int, world: int) -> None:
+    """Every rank needs one whole batch of the train split: the rule the pre-flight check (on the token index
+    alone) and the loader (on the blocks it built) both apply."""
+    if blocks < batch * world:
+        raise ConfigError(f"train split of {data_dir} holds {blocks} blocks of {seq_len} tokens, fewer than one "
+                          f"batch per rank ({batch} x {world}): lower --seq-len or --micro-batch-size, or add data")
+
+
 def train_loader(data_dir: str | Path, seq_len: int, batch_size: int, rank: int, world: int, seed: int,
                  num_workers: int, pin: bool, task: str = "lm") -> tuple[LMBlocks, DistributedBlockSampler, dict]:
     blocks = task_blocks(data_dir, "train", seq_len, task)
-    if len(blocks) < batch_size * world:
-        raise ValueError(f"train split of {data_dir} holds {len(blocks)} blocks of {seq_len} tokens, fewer than "
-                         f"one batch per rank ({batch_size} x {world}): lower --seq-len or add data")
+    check_train_blocks(data_dir, len(blocks), seq_len, batch_size, world)
     sampler = DistributedBlockSampler(len(blocks), rank=rank, world_size=world, shuffle=True, seed=seed)
     loader_kwargs = {"batch_size": batch_size, "drop_last": True, "num_workers": num_workers,
                      "pin_memory": pin, "persistent_workers": False}

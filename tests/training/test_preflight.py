@@ -12,6 +12,7 @@ import pytest
 from Code import hub
 from Code.arguments import ConfigError, parse_config
 from Code.training.preflight import check_run, check_run_dir, run_check
+from Code.training.setup import train_loader
 from tests.support.tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env
 
 LIMIT_S = 20.0  # generous: ~4 s through the launcher here, 12 s seen with 3 jobs sharing the 2 cores
@@ -139,8 +140,11 @@ def test_student_config_vocabulary_and_shape(setup):
 
 
 def test_too_little_data_for_the_ranks(setup):
-    with pytest.raises(ConfigError, match=r"fewer than one batch per rank \(8 x 100000\)"):
+    with pytest.raises(ConfigError, match=r"fewer than one batch per rank \(8 x 100000\)") as checked:
         check_run(_cfg(setup), world_size=100_000)
+    with pytest.raises(ConfigError) as loaded:  # the ranks' own loader states the same rule, in the same words
+        train_loader(setup[0], 32, 8, rank=0, world=100_000, seed=0, num_workers=0, pin=False)
+    assert str(loaded.value) == str(checked.value)
 
 
 def test_no_teacher_with_a_teacher_loss(setup):
