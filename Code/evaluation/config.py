@@ -85,6 +85,7 @@ EVALUATION = Knobs([
       field="progress", to_config=_not),
     K("verbose", False, switch=True, group=_RUNTIME, section="runtime",
       help="let the libraries talk too: transformers' and the hub's progress bars and info logs (off by default)"),
+    K("trust_remote_code", False, switch=True, help="run code config.json names", group=_RUNTIME, section="runtime"),
     # ------------------------------------------------------------------------------------- --task dolly
     K("max_examples", type=int, help="score the first N records of the split (default: all)", check=at_least(1),
       group=_DOLLY, section="dolly"),
