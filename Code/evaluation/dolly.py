@@ -92,9 +92,10 @@ def evaluate_dolly(cfg: EvalConfig, plan: DollyPlan, out_dir: Path, written: Wri
     tokenizer = load_tokenizer_near(model_dir, Path(plan.data_dir) / "tokenizer")
     if tokenizer is None:
         raise EvalError(f"no tokenizer in {model_dir} or {plan.data_dir}/tokenizer: ROUGE-L needs text")
-    models = {"student": lambda: load_student(model_dir, device=device, dtype=dtype).eval()}
+    remote = cfg.runtime.trust_remote_code  # --trust-remote-code: models whose config.json names code may run it
+    models = {"student": lambda: load_student(model_dir, device=device, dtype=dtype, trust_remote_code=remote).eval()}
     if teacher_path:
-        models["teacher"] = lambda: load_teacher(teacher_path, device=device, dtype=dtype)
+        models["teacher"] = lambda: load_teacher(teacher_path, device=device, dtype=dtype, trust_remote_code=remote)
 
     result: dict = {"task": "dolly", "checkpoint": str(model_dir), "data_dir": str(plan.data_dir), "split": split,
                     "examples": len(examples), "max_new_tokens": cfg.dolly.max_new_tokens,

@@ -53,8 +53,10 @@ def load_models(runtime: RuntimeConfig, plan: LmPlan) -> Models:
     set_threads(runtime.threads)
     device = eval_device(runtime.device)
     dtype = eval_dtype(device)
-    student = load_student(plan.model_dir, device=device, dtype=dtype).eval().requires_grad_(False)
-    teacher = load_teacher(plan.teacher_path, device=device, dtype=dtype)
+    remote = runtime.trust_remote_code  # --trust-remote-code: models whose config.json names code may run it
+    student = load_student(plan.model_dir, device=device, dtype=dtype, trust_remote_code=remote).eval()
+    student.requires_grad_(False)
+    teacher = load_teacher(plan.teacher_path, device=device, dtype=dtype, trust_remote_code=remote)
     data_tok = Path(plan.data_dir) / "tokenizer" if plan.data_dir else None
     tokenizer = load_tokenizer_near(plan.model_dir, data_tok, plan.teacher_path)
     return Models(student, teacher, tokenizer, device, dtype)
