@@ -5,7 +5,6 @@ the pre-flight check in one line."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from Code.modeling import families
 from tests.modeling.family_setup import save_teacher
-from tests.support.tiny_setup import CODE, make_data, quiet_env, run_ok
+from tests.support.tiny_setup import CODE, free_port, make_data, quiet_env, run_ok
 
 pytestmark = pytest.mark.integration  # launchers, DeepSpeed, end to end: `pytest -m integration`
 
@@ -23,12 +22,6 @@ COMMON = ["--seq-len", "32", "--micro-batch-size", "4", "--log-interval", "1", "
           "--no-progress", "--no-tensorboard"]
 EVAL = ["--max-tokens", "1000", "--hidden-tokens", "256", "--tsne-points", "40", "--gen-tokens", "4",
         "--projections", "16", "--no-progress", "--threads", "1"]
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

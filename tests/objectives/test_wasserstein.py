@@ -20,7 +20,7 @@ from Code.training.metrics_log import read_metrics
 from Code.training.setup import build_models
 from Code.training.steps import DistillStep
 from tests.support.recipe_helpers import InProcess
-from tests.support.tiny_setup import CODE, make_data, make_teacher
+from tests.support.tiny_setup import CODE, data_and_teacher
 
 D = 6
 
@@ -181,8 +181,7 @@ def test_cosine_critic_schedule_ends_at_its_floor_and_floor_zero_is_the_old_sche
 # ------------------------------------------------------------------------------------- dropout regime
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, corpus_dir):
-    root = tmp_path_factory.mktemp("wasserstein")
-    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+    return data_and_teacher(corpus_dir, tmp_path_factory.mktemp("wasserstein"))
 
 
 def _models(tiny, dropout: float | None, **kw):

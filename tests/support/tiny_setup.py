@@ -36,6 +36,11 @@ def make_data(corpus: Path, out_dir: Path, vocab: int = VOCAB) -> Path:
     return out_dir
 
 
+def data_and_teacher(corpus: Path, root: Path) -> tuple[Path, Path, Path]:
+    """(data, teacher, root): a run's inputs under `root`, what most end-to-end tests' module fixture builds."""
+    return make_data(corpus, root / "data"), make_teacher(root / "teacher"), root
+
+
 def quiet_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from Code.run_folder import read_metrics
-from tests.support.tiny_setup import CODE, REPO, free_port, make_data, make_teacher, quiet_env, run_ok
+from tests.support.tiny_setup import CODE, REPO, data_and_teacher, free_port, quiet_env, run_ok
 
 pytestmark = pytest.mark.integration  # several training processes: `pytest -m integration`
 
@@ -26,8 +26,7 @@ FLAGS = ["--seq-len", "32", "--micro-batch-size", "2", "--log-interval", "1", "-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, corpus_dir):
-    root = tmp_path_factory.mktemp("ckpt")
-    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+    return data_and_teacher(corpus_dir, tmp_path_factory.mktemp("ckpt"))
 
 
 def _cmd(tiny, out: Path, *extra: str) -> list[str]:
@@ -132,15 +131,10 @@ def test_evaluate_refuses_a_damaged_final_folder(tiny):
 def test_two_ranks_zero2_resume_loads_deepspeed_files_without_pickled_code(tiny):
     """ZeRO-2 optimizer partitions pickle DeepSpeed's loss scaler, stage enum and fragment addresses: the
     weights_only loader allows exactly those and nothing else."""
-    import socket
-
     data, teacher, root = tiny
     out = root / "zero2"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
     env = quiet_env(TEACHER=str(teacher), DATA_DIR=str(data), OUT_DIR=str(out), NUM_GPUS="2", ZERO_STAGE="2",
-                    LOSS="mse", MAX_STEPS="6", MASTER_PORT=port)
+                    LOSS="mse", MAX_STEPS="6", MASTER_PORT=free_port())
     flags = ["--seq-len", "32", "--micro-batch-size", "2", "--save-interval", "3", "--eval-interval", "3",
              "--eval-iters", "1", "--student-layers", "0,2", "--no-progress", "--no-tensorboard"]
     run_ok(["bash", str(CODE / "mse_stu_base.sh"), *flags], env)

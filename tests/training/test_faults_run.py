@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.support.recipe_helpers import InProcess
-from tests.support.tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env
+from tests.support.tiny_setup import CODE, REPO, data_and_teacher, quiet_env
 
 FLAGS = ["--seq-len", "32", "--micro-batch-size", "2", "--log-interval", "1", "--eval-interval", "100",
          "--eval-iters", "1", "--warmup-steps", "1", "--student-layers", "0,2", "--no-progress", "--no-tensorboard",
@@ -20,8 +20,7 @@ FLAGS = ["--seq-len", "32", "--micro-batch-size", "2", "--log-interval", "1", "-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, corpus_dir):
-    root = tmp_path_factory.mktemp("faults_run")
-    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+    return data_and_teacher(corpus_dir, tmp_path_factory.mktemp("faults_run"))
 
 
 def _flags(tiny, name: str, *extra: str) -> list[str]:

@@ -13,15 +13,14 @@ from Code import hub
 from Code.arguments import ConfigError, parse_config
 from Code.training.preflight import check_run, check_run_dir, run_check
 from Code.training.setup import train_loader
-from tests.support.tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env
+from tests.support.tiny_setup import CODE, REPO, data_and_teacher, make_teacher, quiet_env
 
 LIMIT_S = 20.0  # generous: ~4 s through the launcher here, 12 s seen with 3 jobs sharing the 2 cores
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, corpus_dir):
-    root = tmp_path_factory.mktemp("preflight")
-    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+    return data_and_teacher(corpus_dir, tmp_path_factory.mktemp("preflight"))
 
 
 def listing(folder: Path) -> dict[str, tuple[int, int]] | None:

@@ -9,7 +9,6 @@ process costs ~8 s of imports here); the torchrun test spawns real processes.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from Code.arguments import parse_args
 from Code.training.metrics_log import read_metrics
 from tests.support.dolly_fixture import make_dolly_data
 from tests.support.recipe_helpers import InProcess, fake_bin, launch_command
-from tests.support.tiny_setup import REPO, make_teacher, quiet_env, run_ok
+from tests.support.tiny_setup import REPO, free_port, make_teacher, quiet_env, run_ok
 
 pytestmark = pytest.mark.integration  # launchers, ranks, end to end: `pytest -m integration`
 
@@ -30,12 +29,6 @@ FAST = ["--seq-len", "32", "--micro-batch-size", "4", "--log-interval", "1", "--
         "--no-progress", "--no-tensorboard", "--critic-hidden", "16", "--swd-projections", "16"]
 GEN = ["--max-new-tokens", "6", "--max-prompt-len", "48"]
 TINY_CONFIG = "n_layer=2,n_embd=32,n_head=2,n_positions=128"
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 class Setup:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.support.tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env, run_ok
+from tests.support.tiny_setup import CODE, REPO, data_and_teacher, quiet_env, run_ok
 
 pytestmark = pytest.mark.integration  # launchers and several processes: `pytest -m integration`
 
@@ -29,8 +29,7 @@ LONG = "5000"  # a run still training when it is signalled (a tiny step takes ~0
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, corpus_dir):
-    root = tmp_path_factory.mktemp("stops")
-    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+    return data_and_teacher(corpus_dir, tmp_path_factory.mktemp("stops"))
 
 
 def env_for(tiny, out: Path, **extra: str) -> dict[str, str]:

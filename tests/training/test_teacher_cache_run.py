@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from Code.run_folder import read_metrics
 from Code.training.preflight import run_check
 from tests.support.cache_setup import SEQ_LEN, TOP_K, cache_world, peaked_teacher
-from tests.support.tiny_setup import CODE, quiet_env, run_ok
+from tests.support.tiny_setup import CODE, free_port, quiet_env, run_ok
 
 FLAGS = ["--seq-len", str(SEQ_LEN), "--micro-batch-size", "4", "--log-interval", "1", "--eval-interval", "100",
          "--eval-iters", "1", "--save-interval", "100", "--warmup-steps", "1", "--lr", "3e-3", "--student-layers",
@@ -113,9 +112,7 @@ def test_two_deepspeed_ranks_read_their_blocks_from_the_cache_and_resume(world):
     data, teacher, cache, root = world
 
     def launch(out: Path, steps: int, **env: str) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = str(s.getsockname()[1])
+        port = free_port()
         # a constant learning rate after warm-up (min-lr-ratio 1): the run stopped at 2 of 2 steps took the
         # same steps as the first 2 of the live run's 4
         flags = [f for f in FLAGS if f not in ("--loss", "kd")] + ["--save-interval", "2", "--min-lr-ratio", "1"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from Code.training.metrics_log import read_metrics
-from tests.support.tiny_setup import CODE, REPO, make_data, make_teacher, quiet_env, run_ok
+from tests.support.tiny_setup import CODE, REPO, data_and_teacher, free_port, quiet_env, run_ok
 
 pytestmark = pytest.mark.integration  # launchers, ranks, end to end: `pytest -m integration`
 
@@ -25,16 +24,9 @@ COMMON = ["--seq-len", "32", "--micro-batch-size", "4", "--log-interval", "1", "
           "--no-progress", "--no-tensorboard"]
 
 
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, corpus_dir):
-    root = tmp_path_factory.mktemp("train")
-    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+    return data_and_teacher(corpus_dir, tmp_path_factory.mktemp("train"))
 
 
 def launcher_env(data: Path, teacher: Path, out: Path, **extra: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from Code.objectives import registry
 from Code.objectives.registry import LossSpec, layer_parts
 from Code.training.metrics_log import read_metrics
 from tests.support.recipe_helpers import InProcess
-from tests.support.tiny_setup import CODE, make_data, make_teacher
+from tests.support.tiny_setup import CODE, data_and_teacher
 
 FLAGS = ["--seq-len", "32", "--micro-batch-size", "2", "--log-interval", "1", "--eval-interval", "3",
          "--eval-iters", "1", "--save-interval", "3", "--warmup-steps", "1", "--lr", "1e-3",
@@ -41,8 +41,7 @@ def _huber(inputs: registry.LossInputs, options: HuberOptions):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, corpus_dir):
-    root = tmp_path_factory.mktemp("trainer")
-    return make_data(corpus_dir, root / "data"), make_teacher(root / "teacher"), root
+    return data_and_teacher(corpus_dir, tmp_path_factory.mktemp("trainer"))
 
 
 @pytest.fixture
