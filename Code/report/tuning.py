@@ -63,7 +63,25 @@ def tuning_table(study: StudyData) -> list[str]:
             cells.append(f"**{text}** ✓" if w == f.chosen else text)
         rows.append([f"`{f.name}`", f.kind, *cells, *[""] * (width - len(cells)),
                      f.chosen if f.chosen else "not chosen yet"])
-    return table(["family", "kind", *(f"weight {i + 1}: val. PPL" for i in range(width)), "chosen weight"], rows)
+    lines = table(["family", "kind", *(f"weight {i + 1}: val. PPL" for i in range(width)), "chosen weight"], rows)
+    edges = edge_choices(grid)
+    if edges:
+        lines += ["", "Chosen at an end of its grid (the best weight may lie beyond it): "
+                  + ", ".join(f"`{name}` ({where}, {w})" for name, where, w in edges) + "."]
+    return lines
+
+
+def edge_choices(grid: dict[str, FamilyTuning]) -> list[tuple[str, str, str]]:
+    """(family, "largest" | "smallest", weight) for each family whose chosen weight is an end of its grid."""
+    out = []
+    for f in grid.values():
+        try:
+            weights = sorted(f.valid_ppl, key=float)
+        except ValueError:  # a weight that is no number: no order to speak of
+            continue
+        if f.chosen and len(weights) > 1 and f.chosen in (weights[0], weights[-1]):
+            out.append((f.name, "largest" if f.chosen == weights[-1] else "smallest", f.chosen))
+    return out
 
 
 def tune_seed(study: StudyData) -> int | None:

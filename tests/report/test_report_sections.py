@@ -39,6 +39,7 @@ def test_tuning_table_marks_the_chosen_weight_and_shows_each_kind(tmp_path):
     assert mse.count("✓") == 1 and mse.endswith("| 1.25 |")
     assert "| critic-free |" in row(text, "`gauss_w2_lm`", "## Tuning on validation")
     assert "**1: 97.50** ✓" in row(text, "`gauss_w2_lm`", "## Tuning on validation")
+    assert "Chosen at an end of its grid" not in text                     # every choice is inside its grid
     # a tuning stage still running: the point not scored yet is a dash, none is chosen
     manifest = json.loads((study / "study.json").read_text())
     manifest["tuning"]["families"]["wd_lm"].update(chosen=None)
@@ -47,6 +48,11 @@ def test_tuning_table_marks_the_chosen_weight_and_shows_each_kind(tmp_path):
     shutil.rmtree(study / "tune" / "wd_lm_w0.3" / "seed100" / "eval")
     wd = row(report(tmp_path, study, "r2"), "`wd_lm`", "## Tuning on validation")
     assert "| 0.3: – |" in wd and "✓" not in wd and wd.endswith("| not chosen yet |")
+    # a choice at the grid's end is said: the best weight may lie beyond it
+    manifest["tuning"]["families"]["mse_lm"]["chosen"] = "3"
+    (study / "study.json").write_text(json.dumps(manifest))
+    text = report(tmp_path, study, "r3")
+    assert "Chosen at an end of its grid (the best weight may lie beyond it): `mse_lm` (largest, 3)." in text
 
 
 def test_paired_tests_are_holm_adjusted_against_mse_lm_and_lm(tmp_path):
