@@ -63,8 +63,9 @@ def conclusion(study: StudyData, tests: list[Comparison]) -> list[str]:
     mse, lm = study.method_of(MSE_FAMILY), study.lm
     dist = distribution_methods(study)
     n = min(len(v) for v in done.values())
-    para = (f"Lowest mean test perplexity: **{best}** ({pm(done[best])}, {plural(len(done[best]), 'seed')}; the "
-            f"teacher scores {num(teacher_ppl(study))}). ")
+    seeds = f", {plural(len(done[best]), 'seed')}" if len(done[best]) > 1 else ""  # pm says "(1 seed)" itself
+    para = (f"Lowest mean test perplexity: **{best}** ({pm(done[best])}{seeds}; the teacher scores "
+            f"{num(teacher_ppl(study))}). ")
     if dist:
         para += (f"Did any distribution loss (the critic and critic-free families, each at its validation-chosen "
                  f"weight) beat `{mse or MSE_FAMILY}` on test PPL with Holm-adjusted p < {ALPHA} (paired t-tests "

@@ -164,10 +164,13 @@ def status_lines(study: StudyData) -> list[str]:
              f"{len(missing)} of {len(planned)} planned runs are not in the numbers above:"]
     if missing:
         lines.append("")
+    groups: dict[tuple[str, str], list[int]] = {}  # (method folder, what is wrong) -> seeds, in stage order
     for r in missing:
         rel = r.path.relative_to(study.root) if study.root in r.path.parents else r.path
         why = f"; study.json: {failed[str(rel)]}" if str(rel) in failed else ""
-        lines.append(f"- `{rel}`: {r.status}{why}")
+        groups.setdefault((str(rel.parent), r.status + why), []).append(r.seed)
+    for (folder, what), seeds in groups.items():
+        lines.append(f"- `{folder}` seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: {what}")
     not_yet = [name for name, there in (("tuning", study.manifest.get("tuning") or study.tune_runs),
                                         ("budget point", study.manifest.get("budget")),
                                         ("calibration", study.calibration), ("out-of-domain self-check",

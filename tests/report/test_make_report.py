@@ -80,9 +80,12 @@ def test_missing_runs_and_unreached_stages_are_listed_not_fatal(tmp_path):
     text = report(tmp_path, study)
     runs = section(text, "Runs")
     assert "4 of 31 planned runs" in runs  # 16 tuning points + 5 methods x 3 test seeds; no budget stage
-    assert "`runs/wd_lm_w0.05/seed3`: missing" in runs and "`runs/wd_lm_w0.05/seed2`: not evaluated" in runs
-    assert "`runs/lm/seed3`: not finished; study.json: failed training" in runs
-    assert "`tune/gauss_w2_lm_w3/seed100`: not evaluated" in runs
+    assert "- `runs/wd_lm_w0.05` seed 3: missing" in runs and "- `runs/wd_lm_w0.05` seed 2: not evaluated" in runs
+    assert "- `runs/lm` seed 3: not finished; study.json: failed training" in runs
+    assert "- `tune/gauss_w2_lm_w3` seed 100: not evaluated" in runs
+    shutil.rmtree(study / "runs" / "gauss_w2_lm_w1")                           # a method not started at all
+    runs = section(report(tmp_path, study), "Runs")
+    assert "- `runs/gauss_w2_lm_w1` seeds 1, 2, 3: missing" in runs
     assert "Not in this study (yet): budget point, calibration, out-of-domain self-check." in runs
     assert "100.00 (1 seed)" in row(text, "wd_lm_w0.05", "## Test results")
     assert "has not been planned yet" in section(text, "Budget point")
