@@ -33,6 +33,7 @@ from Code.knobs.study import STUDY
 from Code.processes import child_env, cpu_seconds, free_port, git_state, hardware, last_line, load_average, run_logged
 from Code.run_folder import is_trained, read_distill_info, read_eval
 from Code.study.plan import (  # noqa: F401  (run_state, check_settings, launcher_vars: the study's API, tested)
+    MAX_EXTEND,
     OOD_CONVENTIONS,
     Stage,
     StudyError,
@@ -41,6 +42,7 @@ from Code.study.plan import (  # noqa: F401  (run_state, check_settings, launche
     choose_weight,
     corpus_files,
     data_command,
+    extended_grid,
     has_ood,
     launcher_path,
     launcher_vars,
@@ -51,7 +53,7 @@ from Code.study.plan import (  # noqa: F401  (run_state, check_settings, launche
     stages,
     student_env,
 )
-from Code.study.presets import FAMILIES, PRESETS, Method, Preset
+from Code.study.presets import FAMILIES, METHODS, PRESETS, Method, Preset
 from Code.utils import atomic_write_text
 
 
@@ -237,27 +239,48 @@ class Study:
 
     # ------------------------------------------------------------------------------ tuning and choices
     def tuned(self, stage: Stage, families: list[str]) -> tuple[dict, dict]:
-        """Each family's validation PPL per grid weight (None: not evaluated) and its chosen weight."""
+        """Each family's validation PPL per weight of its (extended) grid (None: not scored yet) and its chosen
+        weight (None while a point is unscored)."""
         tuned: dict[str, dict[str, float | None]] = {}
         for name in families:
-            tuned[name] = {}
-            for weight in FAMILIES[name].weights:
-                metrics = read_eval(stage.run_dir(self.root, FAMILIES[name].method(weight).name,
-                                                  self.preset.tune_seed))
-                tuned[name][weight] = metrics["student"]["ppl"] if metrics else None
+            family = FAMILIES[name]
+            ppl = {w: self.valid_ppl(stage, family.method(w).name) for w in family.weights}
+
+            def score(weight: str, family=family, ppl=ppl) -> float | None:
+                if weight not in ppl:
+                    ppl[weight] = self.valid_ppl(stage, family.method(weight).name)
+                return ppl[weight]
+
+            tuned[name] = {w: score(w) for w in extended_grid(family.weights, score)}
         chosen = {name: choose_weight(grid) for name, grid in tuned.items()}
         return tuned, chosen
 
+    def valid_ppl(self, stage: Stage, method: str) -> float | None:
+        metrics = read_eval(stage.run_dir(self.root, method, self.preset.tune_seed))
+        return metrics["student"]["ppl"] if metrics else None
+
     def tune(self, stage: Stage, families: list[str], teacher: str, data_dir: Path) -> dict[str, str | None]:
-        grid = [FAMILIES[f].method(w) for f in families for w in FAMILIES[f].weights]
-        if grid:
-            self.say(f"tune: {len(families)} families x their weights = {len(grid)} runs, seed "
-                     f"{self.preset.tune_seed}, chosen by validation PPL")
-        self.runs(stage, grid, [self.preset.tune_seed], teacher, data_dir)
+        """The grids, then one weight past each edge that won, until every family's best is inside its grid (at
+        most MAX_EXTEND more each); LM-only at the tuning seed is the reference (weight 0)."""
+        if families:
+            self.say(f"tune: {len(families)} families x their weights, seed {self.preset.tune_seed}, chosen by "
+                     f"validation PPL (a best weight at a grid's edge adds one past it, at most {MAX_EXTEND})")
+        for _ in range(MAX_EXTEND + 1):
+            tuned, _ = self.tuned(stage, families)
+            todo = [FAMILIES[f].method(w) for f in families for w, v in tuned[f].items() if v is None]
+            if families and self.valid_ppl(stage, "lm") is None:
+                todo.insert(0, METHODS["lm"])
+            if not todo:
+                break
+            self.runs(stage, todo, [self.preset.tune_seed], teacher, data_dir)
+            if self.dry_run:
+                break
         tuned, chosen = self.tuned(stage, families)
-        self.manifest["tuning"] = {"seed": self.preset.tune_seed, "split": "valid", "families": {
-            f: {"label": FAMILIES[f].label, "kind": FAMILIES[f].kind, "term": FAMILIES[f].term,
-                "valid_ppl": tuned[f], "chosen": chosen[f]} for f in families}}
+        self.manifest["tuning"] = {"seed": self.preset.tune_seed, "split": "valid",
+                                   "lm_valid_ppl": self.valid_ppl(stage, "lm"), "max_extend": MAX_EXTEND,
+                                   "families": {f: {"label": FAMILIES[f].label, "kind": FAMILIES[f].kind,
+                                                    "term": FAMILIES[f].term, "base": list(FAMILIES[f].weights),
+                                                    "valid_ppl": tuned[f], "chosen": chosen[f]} for f in families}}
         for f in families:
             if chosen[f]:
                 grid_text = ", ".join(f"{w}: {v:.2f}" for w, v in tuned[f].items())
@@ -265,7 +288,6 @@ class Study:
             else:
                 self.say(f"tune: {f} has unfinished grid points: not chosen (run again to finish tuning)")
         return chosen
-
 
     def budget_methods(self, tune: Stage, families: list[str], chosen: dict[str, str | None]) -> dict[str, Method]:
         """role -> method of the budget point: named methods and families, `best:<kind>` resolved by validation."""

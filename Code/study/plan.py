@@ -5,6 +5,7 @@ each run's state and settings (read through Code.run_folder).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,29 @@ def choose_weight(valid_ppl: dict[str, float | None]) -> str | None:
     if not valid_ppl or any(v is None for v in valid_ppl.values()):
         return None
     return min(valid_ppl, key=lambda w: valid_ppl[w])
+
+
+# At most this many weights past a grid's edge: a family whose best weight is its grid's smallest or largest
+# gets one more at the same ratio beyond that edge, until the best is inside (the same rule for every family).
+MAX_EXTEND = 2
+
+
+def extended_grid(base: tuple[str, ...], ppl: Callable[[str], float | None], max_extend: int = MAX_EXTEND) -> list[str]:
+    """A family's weights in increasing order: its base grid, then while the validation-best weight is at an edge
+    (every point so far scored), the next weight past that edge (edge^2 / its neighbour). The last weight may be
+    unscored yet: it is the run to do next."""
+    grid = sorted(base, key=float)
+    for _ in range(max_extend):
+        best = choose_weight({w: ppl(w) for w in grid})
+        if best is None or len(grid) < 2 or best not in (grid[0], grid[-1]):
+            break
+        edge, neighbour = (grid[-1], grid[-2]) if best == grid[-1] else (grid[0], grid[1])
+        nxt = f"{float(edge) ** 2 / float(neighbour):.3g}"
+        if best == grid[-1]:
+            grid.append(nxt)
+        else:
+            grid.insert(0, nxt)
+    return grid
 
 
 def resolve_method(name: str, chosen: dict[str, str | None]) -> Method | None:

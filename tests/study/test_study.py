@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from Code.study import driver as study
-from Code.study.plan import best_of_kind, choose_weight
+from Code.study.plan import best_of_kind, choose_weight, extended_grid
 from Code.study.presets import FAMILIES, PRESETS
 from tests.support.tiny_setup import REPO, make_data, make_teacher, quiet_env, run_ok
 
@@ -28,7 +28,8 @@ def test_cpu_plan_tunes_each_family_on_validation_then_tests_the_chosen_weight(t
     assert set(cpu.families) >= {"kd_lm", "mse_lm", "wd_lm", "sinkhorn_unpaired_lm", "gauss_w2_lm", "swd_lm"}
     assert len(cpu.seeds) >= 8 and cpu.tune_seed not in cpu.seeds  # tuned on a seed the test never uses
     tune = [ln for ln in out.splitlines() if "OUT_DIR=" in ln and "/tune/" in ln]
-    assert len(tune) == sum(len(FAMILIES[f].weights) for f in cpu.families)
+    assert len(tune) == sum(len(FAMILIES[f].weights) for f in cpu.families) + 1  # + LM-only: the reference
+    assert any(f"/tune/lm/seed{cpu.tune_seed} " in ln and "LOSS=lm" in ln for ln in tune)
     for name in cpu.families:
         for weight in FAMILIES[name].weights:
             line = next(ln for ln in tune if f"/tune/{name}_w{weight}/seed{cpu.tune_seed} " in ln)
@@ -44,10 +45,11 @@ def test_cpu_plan_tunes_each_family_on_validation_then_tests_the_chosen_weight(t
     best = {}
     for name in cpu.families:
         weights = FAMILIES[name].weights
-        best[name] = weights[len(name) % len(weights)]
+        best[name] = weights[1 + len(name) % 2]  # inside the grid: no extension
         for w in weights:
             ppl = 50.0 if w == best[name] else 60.0 + len(w)
             fake_run(root / "tune" / f"{name}_w{w}" / f"seed{cpu.tune_seed}", {"student": {"ppl": ppl}})
+    fake_run(root / "tune" / "lm" / f"seed{cpu.tune_seed}", {"student": {"ppl": 55.0}})
     (root / "tune" / f"wd_unpaired_lm_w{best['wd_unpaired_lm']}" / "seed100" / "eval" / "metrics.json").write_text(
         json.dumps({"student": {"ppl": 49.0}}))  # the best critic variant by validation
     out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(root), "--seeds", "2", "--stages", "tune,test,budget")
@@ -63,6 +65,20 @@ def test_cpu_plan_tunes_each_family_on_validation_then_tests_the_chosen_weight(t
     assert any(f"/budget/wd_unpaired_lm_w{best['wd_unpaired_lm']}/seed3 " in ln for ln in budget)
     manifest = json.loads((root / "study.json").read_text()) if (root / "study.json").is_file() else None
     assert manifest is None  # a dry run writes nothing
+
+
+def test_a_best_weight_at_a_grid_edge_extends_the_grid_past_it():
+    base = ("0.25", "0.5", "1", "2")
+    # best at the largest weight: the next one at the same ratio (2^2 / 1), then again, at most MAX_EXTEND more
+    assert extended_grid(base, {"0.25": 72.0, "0.5": 71.0, "1": 70.0, "2": 69.0}.get) == [*base, "4"]
+    assert extended_grid(base, {"0.25": 72.0, "0.5": 71.0, "1": 70.0, "2": 69.0, "4": 68.0, "8": 67.0}.get) == \
+        [*base, "4", "8"]
+    # best at the smallest: one below it (0.25^2 / 0.5); inside the grid: nothing added; unscored: nothing yet
+    assert extended_grid(base, {"0.25": 60.0, "0.5": 71.0, "1": 70.0, "2": 69.0}.get) == ["0.125", *base]
+    assert extended_grid(base, {"0.25": 72.0, "0.5": 60.0, "1": 70.0, "2": 69.0}.get) == list(base)
+    assert extended_grid(base, {"0.25": 72.0}.get) == list(base)
+    # an extension that did not help stops there: the best is inside again
+    assert extended_grid(base, {"0.25": 72.0, "0.5": 71.0, "1": 70.0, "2": 69.0, "4": 69.5}.get) == [*base, "4"]
 
 
 def test_choose_weight_and_best_of_kind():
