@@ -23,6 +23,7 @@ class FamilyTuning:
     label: str
     valid_ppl: dict[str, float | None] = field(default_factory=dict)  # weight (as the grid spells it) -> PPL
     chosen: str | None = None                  # the weight the test stage ran (None: not chosen yet)
+    base: tuple[str, ...] = ()                 # the preset's grid; other weights were added past an edge
 
 
 def split_name(method: str) -> tuple[str, str] | None:
@@ -38,7 +39,7 @@ def tuning(study: StudyData) -> dict[str, FamilyTuning]:
     out: dict[str, FamilyTuning] = {}
     for name, fam in (spec.get("families") or {}).items():
         out[name] = FamilyTuning(name, fam.get("kind") or "n/a", fam.get("label") or "",
-                                 dict(fam.get("valid_ppl") or {}), fam.get("chosen"))
+                                 dict(fam.get("valid_ppl") or {}), fam.get("chosen"), tuple(fam.get("base") or ()))
     for (method, run_seed), run in study.tune_runs.items():
         parts = split_name(method)
         if parts is None or (seed is not None and run_seed != seed):
@@ -46,7 +47,21 @@ def tuning(study: StudyData) -> dict[str, FamilyTuning]:
         family, weight = parts
         entry = out.setdefault(family, FamilyTuning(family, "n/a", ""))
         entry.valid_ppl[weight] = run.test_ppl if run.status == "done" else entry.valid_ppl.get(weight)
+    for entry in out.values():  # increasing weight, whatever order the points were run in
+        try:
+            entry.valid_ppl = dict(sorted(entry.valid_ppl.items(), key=lambda item: float(item[0])))
+        except ValueError:
+            pass
     return out
+
+
+def lm_reference(study: StudyData) -> float | None:
+    """LM-only's validation PPL at the tuning seed: every family's weight 0."""
+    seed = tune_seed(study)
+    run = study.tune_runs.get(("lm", seed)) if seed is not None else None
+    if run is not None and run.status == "done":
+        return run.test_ppl
+    return (study.manifest.get("tuning") or {}).get("lm_valid_ppl")
 
 
 def tuning_table(study: StudyData) -> list[str]:
@@ -59,15 +74,29 @@ def tuning_table(study: StudyData) -> list[str]:
     for f in grid.values():
         cells = []
         for w, ppl in f.valid_ppl.items():
-            text = f"{w}: {num(ppl) if ppl is not None else MISSING}"
+            added = "⁺" if f.base and w not in f.base else ""
+            text = f"{w}{added}: {num(ppl) if ppl is not None else MISSING}"
             cells.append(f"**{text}** ✓" if w == f.chosen else text)
         rows.append([f"`{f.name}`", f.kind, *cells, *[""] * (width - len(cells)),
                      f.chosen if f.chosen else "not chosen yet"])
+    reference = lm_reference(study)
+    if reference is not None:
+        rows.insert(0, ["LM only (weight 0)", "-", num(reference), *[""] * (width - 1), "-"])
     lines = table(["family", "kind", *(f"weight {i + 1}: val. PPL" for i in range(width)), "chosen weight"], rows)
+    extend = (study.manifest.get("tuning") or {}).get("max_extend")
+    if extend:
+        lines += ["", f"⁺ added past an edge of the preset's grid: a family whose best weight was its grid's "
+                  f"smallest or largest got the next weight beyond it at the same ratio, until the best was inside "
+                  f"(at most {extend} more; the same rule for every family)."]
     edges = edge_choices(grid)
     if edges:
-        lines += ["", "Chosen at an end of its grid (the best weight may lie beyond it): "
+        lines += ["", "Chosen at an end of its grid" + (" even after the extensions" if extend else "")
+                  + " (the best weight may lie beyond it): "
                   + ", ".join(f"`{name}` ({where}, {w})" for name, where, w in edges) + "."]
+    if reference is not None:
+        below = [f"`{f.name}`" for f in grid.values() if f.chosen and (f.valid_ppl.get(f.chosen) or 1e9) < reference]
+        lines += ["", f"Below LM-only's validation PPL ({num(reference)}) at the chosen weight: "
+                  + (", ".join(below) if below else "no family") + "."]
     return lines
 
 
