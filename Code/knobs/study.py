@@ -15,7 +15,7 @@ STUDY = Knobs([
     K("preset", "cpu", choices=tuple(sorted(PRESETS)), group="study",
       help="the study's size and data (run_study.sh: its first argument)"),
     K("study_dir", help="study folder (default study/<preset>)", group="study", env="STUDY_DIR"),
-    K("stages", help="comma list of tune, test, budget, calibration (default all, in that order)", group="study",
+    K("stages", help="comma list of tune, test, calibration, budget (default all, in that order)", group="study",
       env="STAGES"),
     K("methods", group="study", env="METHODS",
       help=f"test stage: comma list of methods ({','.join(METHODS)}) or tuned families ({','.join(FAMILIES)}: "

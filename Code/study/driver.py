@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-STAGES = ("tune", "test", "budget", "calibration")
+STAGES = ("tune", "test", "calibration", "budget")
 
 
 def parse_stages(text: str | None) -> list[str]:
@@ -457,17 +457,17 @@ def run_study(args) -> int:
         study.say(f"test: skipping {', '.join(untuned)} until their tuning has finished")
     if "test" in wanted:
         study.runs(plan["test"], [m for m in methods.values() if m is not None], seeds, teacher, data_dir)
-    # 3. budget: the main comparison at more steps
+    # 3. calibration: is the critic an estimator? (on the LM-only student's and the teacher's states); and the
+    # out-of-domain path's self-check: the in-domain test text fed through it reproduces the test PPL
+    if "calibration" in wanted:
+        study.calibration(plan["test"], teacher, data_dir, seeds[0])
+        study.selfcheck(teacher, data_dir, (study.manifest["data"].get("files") or {}).get("test") or [])
+    # 4. budget: the main comparison at more steps (last: by far the longest stage)
     if "budget" in wanted and budget_steps:
         budget = study.budget_methods(plan["tune"], families, chosen)
         study.manifest["budget"] = {"max_steps": budget_steps, "seeds": list(preset.budget_seeds),
                                     "methods": {role: m.name for role, m in budget.items()}}
         study.runs(plan["budget"], list(budget.values()), list(preset.budget_seeds), teacher, data_dir)
-    # 4. calibration: is the critic an estimator? (on the LM-only student's and the teacher's states); and the
-    # out-of-domain path's self-check: the in-domain test text fed through it reproduces the test PPL
-    if "calibration" in wanted:
-        study.calibration(plan["test"], teacher, data_dir, seeds[0])
-        study.selfcheck(teacher, data_dir, (study.manifest["data"].get("files") or {}).get("test") or [])
     study.save()
     failed = list(study.invocation["failed"])
     study.invocation["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
