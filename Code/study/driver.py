@@ -235,7 +235,9 @@ class Study:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown()
-        self.invocation["stages"][f"{stage.name}_s"] = round(time.perf_counter() - started, 1)
+        key = f"{stage.name}_s"  # the tuning stage calls this once per round of grid extensions: add up
+        spent = self.invocation["stages"].get(key, 0.0) + time.perf_counter() - started
+        self.invocation["stages"][key] = round(spent, 1)
 
     # ------------------------------------------------------------------------------ tuning and choices
     def tuned(self, stage: Stage, families: list[str]) -> tuple[dict, dict]:
