@@ -83,4 +83,8 @@ if [[ -n "$stopped" ]]; then forward "$stopped"; fi  # a signal that came while 
 while kill -0 "$job" 2>/dev/null; do wait "$job"; done  # a trapped signal interrupts `wait`: wait again
 wait "$job"
 rc=$?
+# DeepSpeed's CPU communication leaves one shared-memory buffer per rank in /dev/shm (69 MB each) and never
+# removes it: a study's few hundred runs filled a 24 GiB machine's RAM and it swapped. This node's ranks have
+# exited: remove the ones named by this run's address and port.
+rm -f /dev/shm/deepspeed_allreduce_buffer_*_"${MASTER_ADDR}_${MASTER_PORT}"_* 2>/dev/null
 exit "${stopped:-$rc}"

@@ -40,6 +40,8 @@ def test_two_cpu_ranks_through_launcher(setup, launcher, loss):
     out = root / f"two_ranks_{loss}"
     env = launcher_env(data, teacher, out, NUM_GPUS="2", LOSS=loss, MAX_STEPS="30", ZERO_STAGE="2")
     run_ok(["bash", str(CODE / launcher), *COMMON], env)
+    # DeepSpeed's CPU ranks leave a 69 MB shared-memory buffer each; the launcher removes this run's
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{env['MASTER_PORT']}_*"))
 
     for folder in ("best", "final"):
         model = GPT2LMHeadModel.from_pretrained(out / folder)
