@@ -32,6 +32,11 @@ def build_markdown(study: StudyData, images: dict[str, str | None], stamp: dict)
              f"(`{study.manifest.get('preset', study.root.name)}` study)", "",
              f"Generated {stamp['date']} by `{stamp['command']}` from the runs in `{stamp['study_dir']}`. "
              "Every number below is read or computed from those files.", ""]
+    if study.incomplete:  # say it before any number: a partial study's tests have less power than planned
+        planned = len(study.tune_runs) + len(study.runs) + len(study.budget_runs)
+        lines += [f"**Partial study: {len(study.incomplete)} of {planned} planned runs are not finished** (listed "
+                  "under Runs). The numbers below are from the finished ones; run the study's command again to "
+                  "finish it (it resumes) and rebuild this report.", ""]
     lines += setup_section(study, stamp)
 
     def fig(key: str, caption: str) -> list[str]:

@@ -29,6 +29,7 @@ def evals(study: Path, m: str, seeds=(1, 2, 3)) -> list[dict]:
 def test_report_numbers_equal_the_files(tmp_path):
     study = make_study(tmp_path / "study")
     text = report(tmp_path, study)
+    assert "Partial study" not in text  # every planned run finished
     for m in METHODS:
         got = evals(study, m)
         line = row(text, m, "## Test results")
@@ -80,6 +81,7 @@ def test_missing_runs_and_unreached_stages_are_listed_not_fatal(tmp_path):
     text = report(tmp_path, study)
     runs = section(text, "Runs")
     assert "4 of 31 planned runs" in runs  # 16 tuning points + 5 methods x 3 test seeds; no budget stage
+    assert "**Partial study: 4 of 31 planned runs are not finished**" in text.split("## Setup")[0]  # said first
     assert "- `runs/wd_lm_w0.05` seed 3: missing" in runs and "- `runs/wd_lm_w0.05` seed 2: not evaluated" in runs
     assert "- `runs/lm` seed 3: not finished; study.json: failed training" in runs
     assert "- `tune/gauss_w2_lm_w3` seed 100: not evaluated" in runs
