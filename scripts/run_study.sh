@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole study in one command: data, teacher, every method x seed through the launchers, evaluation,
 # then the report (Individual-Final-Project-Report/). Run it again to resume: finished runs are reused.
-#   bash scripts/run_study.sh cpu      # offline, 2-core CPU, about 4 hours (README: measured per stage)
+#   bash scripts/run_study.sh cpu      # offline, 2-core CPU, about 4.5 hours (README: measured per stage)
 #   bash scripts/run_study.sh gpu      # GPT-2 124M -> 6 layers on WikiText-103, all visible GPUs
 # Environment -> flags of `python -m Code.study` (its --help says more); extra arguments pass through.
 set -euo pipefail
