@@ -87,8 +87,13 @@ def resolve_method(name: str, chosen: dict[str, str | None]) -> Method | None:
         return FAMILIES[name].method(weight) if weight else None
     methods = all_methods()
     if name not in methods:
-        raise StudyError(f"unknown method {name!r}: choose from {', '.join([*FAMILIES, *methods])}")
+        raise StudyError(f"unknown method {name!r}: choose a family ({', '.join(FAMILIES)}), a grid point "
+                         f"like mse_lm_w3, or a recipe ({', '.join(m for m in methods if m not in all_grid())})")
     return methods[name]
+
+
+def all_grid() -> set[str]:
+    return {f.method(w).name for f in FAMILIES.values() for w in f.weights}
 
 
 def best_of_kind(kind: str, families: list[str], tuned: dict[str, dict[str, float | None]],
