@@ -1,6 +1,6 @@
 """The study's knobs (`python -m Code.study`, `scripts/run_study.sh`), declared once.
 
-The study's flags (`Code/study/driver.py` `build_parser`) and run_study.sh's variable map
+The study's flags (`Code/study/command.py` `build_parser`) and run_study.sh's variable map
 (`python3 -m Code.knobs launcher-map study`) derive from `STUDY`. The preset is run_study.sh's first
 argument, not a variable.
 """

@@ -2,6 +2,6 @@
 
 import sys
 
-from Code.study.driver import main
+from Code.study.command import main
 
 sys.exit(main())

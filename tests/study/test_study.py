@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from Code.study import driver as study
-from Code.study.plan import best_of_kind, choose_weight, extended_grid
+from Code.study import command as study
+from Code.study.plan import (
+    StudyError,
+    best_of_kind,
+    check_settings,
+    choose_weight,
+    extended_grid,
+    launcher_vars,
+    run_state,
+)
 from Code.study.presets import FAMILIES, PRESETS
 from tests.support.tiny_setup import REPO, make_data, make_teacher, quiet_env, run_ok
 
@@ -101,22 +109,22 @@ def test_gpu_plan_uses_gpt2_and_wikitext103(tmp_path, capsys):
 
 def test_run_state_says_what_to_do(tmp_path):
     run = tmp_path / "r"
-    assert study.run_state(run) == "train"
+    assert run_state(run) == "train"
     (run / "final").mkdir(parents=True)
     (run / "args.json").write_text("{}")
-    assert study.run_state(run) == "resume"
+    assert run_state(run) == "resume"
     (run / "final" / "config.json").write_text("{}")
-    assert study.run_state(run) == "eval"
+    assert run_state(run) == "eval"
     (run / "eval").mkdir()
     (run / "eval" / "metrics.json").write_text("{}")
-    assert study.run_state(run) == "done"
+    assert run_state(run) == "done"
 
 
 def test_a_run_made_with_other_settings_is_refused(tmp_path):
     (tmp_path / "args.json").write_text(json.dumps({"max_steps": 50, "seed": 1, "loss": "wd", "lr": 0.001}))
-    study.check_settings(tmp_path, {"MAX_STEPS": "50", "SEED": "1", "LOSS": "wd", "LR": "1e-3"})
-    with pytest.raises(study.StudyError, match="max_steps=50"):
-        study.check_settings(tmp_path, {"MAX_STEPS": "100", "SEED": "1"})
+    check_settings(tmp_path, {"MAX_STEPS": "50", "SEED": "1", "LOSS": "wd", "LR": "1e-3"})
+    with pytest.raises(StudyError, match="max_steps=50"):
+        check_settings(tmp_path, {"MAX_STEPS": "100", "SEED": "1"})
 
 
 def test_inputs_are_checked_in_one_line(tmp_path, capsys):
@@ -127,8 +135,8 @@ def test_inputs_are_checked_in_one_line(tmp_path, capsys):
     assert study.main(["--corpus", str(tmp_path), "--dry-run", "--study-dir", str(tmp_path / "s")]) == 2
     assert "has no train.txt" in capsys.readouterr().err
     assert study.parse_seeds("3", (1,)) == [1, 2, 3] and study.parse_seeds("4,7", (1,)) == [4, 7]
-    assert {"LOSS", "MAX_STEPS", "PRESET", "TEACHER"} <= study.launcher_vars()
-    assert "NUM_GPUS" not in study.launcher_vars()
+    assert {"LOSS", "MAX_STEPS", "PRESET", "TEACHER"} <= launcher_vars()
+    assert "NUM_GPUS" not in launcher_vars()
 
 
 def test_tiny_study_end_to_end_then_reused(tmp_path, corpus_dir):
@@ -242,11 +250,11 @@ def test_a_run_evaluated_without_ood_is_evaluated_again_not_retrained(tmp_path, 
     fake_run(root / "runs" / "kd" / "seed1", {**new, "ood": {"files": ["/other/book.txt"], "tokens": 5,
                                                             "conventions": "wikitext"}})
     fake_run(root / "runs" / "mse" / "seed1", {**new, "ood": {"files": files, "tokens": 5, "conventions": "raw"}})
-    assert study.run_state(root / "runs" / "lm" / "seed1") == "done"               # no OOD text asked for
-    assert study.run_state(root / "runs" / "lm" / "seed1", files) == "eval"
-    assert study.run_state(root / "runs" / "wd" / "seed1", files) == "done"
-    assert study.run_state(root / "runs" / "kd" / "seed1", files) == "eval"        # scored on other text
-    assert study.run_state(root / "runs" / "mse" / "seed1", files) == "eval"       # in other conventions
+    assert run_state(root / "runs" / "lm" / "seed1") == "done"               # no OOD text asked for
+    assert run_state(root / "runs" / "lm" / "seed1", files) == "eval"
+    assert run_state(root / "runs" / "wd" / "seed1", files) == "done"
+    assert run_state(root / "runs" / "kd" / "seed1", files) == "eval"        # scored on other text
+    assert run_state(root / "runs" / "mse" / "seed1", files) == "eval"       # in other conventions
     out = dry_run(capsys, "--preset", "cpu", "--study-dir", str(root), "--seeds", "1", "--methods", "lm,wd,kd",
                   "--stages", "test", "--data-dir", str(tmp_path / "data"), "--teacher", str(tmp_path / "teacher"),
                   "--ood-text", str(text))

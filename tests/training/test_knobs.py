@@ -135,7 +135,7 @@ def test_the_launcher_map_needs_no_torch():
 
 def test_run_study_maps_its_variables_to_the_study_knobs():
     from Code.knobs.study import STUDY
-    from Code.study.driver import build_parser as study_parser
+    from Code.study.command import build_parser as study_parser
 
     assert {a.dest for a in study_parser()._actions} - {"help"} == {k.name for k in STUDY}
     env = {k: v for k, v in quiet_env(DRY_RUN="1", JOBS="0").items() if k not in SCRIPTS.env_vars() or k in
