@@ -6,6 +6,9 @@
 set -euo pipefail
 
 CODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# `Code` is imported from this launcher's own checkout, whether or not (or wherever) it is pip-installed:
+# an editable install of another clone would otherwise run that clone's code, or none at all.
+export PYTHONPATH="$(dirname "$CODE_DIR")${PYTHONPATH:+:$PYTHONPATH}"
 TRAIN="${TRAIN_SCRIPT:-$CODE_DIR/train_related.py}"
 
 flags=()

@@ -30,7 +30,7 @@ def listing(folder: Path) -> dict[str, tuple[int, int]] | None:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
-def launch(setup, name: str, prepare=None, **env: str) -> tuple[str, Path]:
+def launch(setup, name: str, prepare=None, cwd: Path = REPO, **env: str) -> tuple[str, Path]:
     """`bash Code/wd_stu_base.sh` with `env`: asserts one `error:` line, exit 2, fast, nothing written."""
     data, teacher, root = setup
     out = root / f"out_{name}"
@@ -40,7 +40,7 @@ def launch(setup, name: str, prepare=None, **env: str) -> tuple[str, Path]:
     base = {"TEACHER": str(teacher), "DATA_DIR": str(data), "OUT_DIR": str(out), "SEQ_LEN": "32",
             "STUDENT_LAYERS": "0,2", "NUM_GPUS": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run(["bash", str(CODE / "wd_stu_base.sh")], env=quiet_env(**{**base, **env}), cwd=REPO,
+    proc = subprocess.run(["bash", str(CODE / "wd_stu_base.sh")], env=quiet_env(**{**base, **env}), cwd=cwd,
                           capture_output=True, text=True, timeout=120)
     wall = time.perf_counter() - t0
     text = proc.stdout + proc.stderr
@@ -60,6 +60,17 @@ def launch(setup, name: str, prepare=None, **env: str) -> tuple[str, Path]:
 def test_seq_len_longer_than_the_context(setup):
     line, _ = launch(setup, "seq_len", SEQ_LEN="4096", NUM_GPUS="")  # the issue's command, GPUs detected
     assert "4096" in line and "128" in line and "SEQ_LEN" in line
+
+
+@pytest.mark.integration
+def test_the_launcher_runs_its_own_checkouts_code(setup, tmp_path):
+    # A `Code` of another clone first on the path (an editable install pointing elsewhere, or a stale
+    # PYTHONPATH), started from outside the repository: the launcher still imports its own checkout.
+    other = tmp_path / "other_clone" / "Code"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise SystemExit('imported the other clone')\n")
+    line, _ = launch(setup, "own_code", cwd=tmp_path, PYTHONPATH=str(other.parent), LOSS="wdd")
+    assert "unknown loss 'wdd'" in line
 
 
 @pytest.mark.integration
