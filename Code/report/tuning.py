@@ -8,6 +8,7 @@ the validation split), so a tuning stage still running shows the points it has.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 from Code.report.data import StudyData
@@ -152,8 +153,21 @@ def stage_rows(study: StudyData) -> list[list[str]]:
     total = sum(float(i.get("wall_s", 0)) for i in invocations)
     cpu = sum(float(i.get("cpu_s", 0)) for i in invocations)
     parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
-    return [["study wall time", f"{total / 60:.1f} min ({total / 3600:.2f} h) over "
+    rows = [["study wall time", f"{total / 60:.1f} min ({total / 3600:.2f} h) over "
                                 f"{plural(len(invocations), 'invocation')}"
                                 + (f", {cpu / 3600:.2f} CPU-hours" if cpu else "")
-                                + (f"; per stage: {parts}" if parts else "")
+                                + (f"; per stage, as recorded: {parts}" if parts else "")
                                 + f"; started {invocations[0].get('started', MISSING)}"]]
+    # A stage cut short by a kill before its time was saved is missing above; its runs' own times never are.
+    run_time: dict[str, list[float]] = {}
+    for run in (study.manifest.get("runs") or {}).values():
+        spent = float(run.get("train_wall_s", 0)) + float(run.get("eval_wall_s", 0))
+        if run.get("stage") and run.get("status") == "done":
+            run_time.setdefault(run["stage"], []).append(spent)
+    if run_time:
+        jobs = study.manifest.get("jobs") or 1
+        rows.append(["run time per stage", "; ".join(
+            f"{stage} {plural(len(times), 'run')}, {sum(times) / 3600:.2f} h of run wall time (median "
+            f"{statistics.median(times):.0f} s a run)" for stage, times in run_time.items())
+            + f" ({jobs} run(s) at a time; training and evaluation, launcher start-up included)"])
+    return rows

@@ -65,6 +65,7 @@ class Study:
         self.manifest = json.loads(path.read_text()) if path.is_file() else {}
         self.manifest.setdefault("runs", {})
         self.manifest.setdefault("invocations", [])
+        self.running_stage: tuple[str, float] | None = None  # (key, start): saved as it goes, so a kill keeps it
         self.invocation = {"started": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "stages": {},
                            "load_average_start": load_average(),
                            "trained": [], "resumed": [], "evaluated": [], "reused": [], "failed": []}
@@ -77,7 +78,11 @@ class Study:
         if self.dry_run:
             return
         with self.lock:
-            invocations = [*self.manifest["invocations"], {**self.invocation, "cpu_s": cpu_seconds(),
+            stages = dict(self.invocation["stages"])
+            if self.running_stage:
+                key, started = self.running_stage
+                stages[key] = round(stages.get(key, 0.0) + time.perf_counter() - started, 1)
+            invocations = [*self.manifest["invocations"], {**self.invocation, "stages": stages, "cpu_s": cpu_seconds(),
                                                           "wall_s": round(time.perf_counter() - self.t0, 1)}]
             # not sorted: the order of "methods" is the order the report shows them in
             text = json.dumps({**self.manifest, "invocations": invocations}, indent=2) + "\n"
@@ -213,7 +218,9 @@ class Study:
             check_settings(run_dir, student_env(self.preset, m, s, run_dir, teacher, data_dir, stage.train))
         if not todo:
             return
+        key = f"{stage.name}_s"  # the tuning stage calls this once per round of grid extensions: add up
         started = time.perf_counter()
+        self.running_stage = (key, started)
         if self.jobs <= 1 or self.dry_run:
             for m, s in todo:
                 self.one_run(stage, m, s, teacher, data_dir)
@@ -228,9 +235,10 @@ class Study:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown()
-        key = f"{stage.name}_s"  # the tuning stage calls this once per round of grid extensions: add up
-        spent = self.invocation["stages"].get(key, 0.0) + time.perf_counter() - started
-        self.invocation["stages"][key] = round(spent, 1)
+        with self.lock:
+            self.running_stage = None
+            spent = self.invocation["stages"].get(key, 0.0) + time.perf_counter() - started
+            self.invocation["stages"][key] = round(spent, 1)
 
     # ------------------------------------------------------------------------------ tuning and choices
     def tuned(self, stage: Stage, families: list[str]) -> tuple[dict, dict]:

@@ -107,6 +107,17 @@ def test_gpu_plan_uses_gpt2_and_wikitext103(tmp_path, capsys):
     assert "MAX_STEPS=7" in out and "MAX_STEPS=2000" not in out
 
 
+def test_a_stage_cut_short_keeps_its_time(tmp_path):
+    # the study is saved after every run: a kill mid-stage must not lose the stage's wall time so far
+    from Code.study.driver import Study
+
+    study = Study(PRESETS["cpu"], tmp_path, dry_run=False, jobs=1, extra_env={})
+    study.running_stage = ("test_s", study.t0 - 30.0)
+    study.save()
+    saved = json.loads((tmp_path / "study.json").read_text())["invocations"][-1]["stages"]
+    assert 30.0 <= saved["test_s"] < 40.0
+
+
 def test_run_state_says_what_to_do(tmp_path):
     run = tmp_path / "r"
     assert run_state(run) == "train"
