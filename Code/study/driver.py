@@ -94,7 +94,9 @@ class Study:
         if self.dry_run:
             print(shown.replace(str(REPO) + "/", ""))
             return True, 0.0
-        full = child_env(self.scrub, {"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+        # every command imports this checkout's Code, like the launchers, whichever clone pip installed
+        own = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        full = child_env(self.scrub, {"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONPATH": own,
                                       "OMP_NUM_THREADS": str(self.threads), "MASTER_PORT": free_port(),
                                       **self.extra_env, **env})
         done = run_logged(cmd, full, log, header=f"\n$ {shown}")

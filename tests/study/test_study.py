@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,24 @@ def test_a_stage_cut_short_keeps_its_time(tmp_path):
     study.save()
     saved = json.loads((tmp_path / "study.json").read_text())["invocations"][-1]["stages"]
     assert 30.0 <= saved["test_s"] < 40.0
+
+
+def test_every_command_imports_this_checkouts_code(tmp_path, monkeypatch):
+    # another clone's Code first on the path (or pip-installed): the study's commands still run this one's
+    other = tmp_path / "other_clone" / "Code"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise SystemExit('imported the other clone')\n")
+    monkeypatch.setenv("PYTHONPATH", str(other.parent))
+    monkeypatch.chdir(tmp_path)
+    from Code.study.driver import Study
+
+    study = Study(PRESETS["cpu"], tmp_path / "study", dry_run=False, jobs=1, extra_env={})
+    log = tmp_path / "which.log"
+    script = tmp_path / "which.py"  # like Code/evaluate_.py: started by path, so its folder leads sys.path
+    script.write_text("import Code\nprint(Code.__file__)\n")
+    ok, _ = study.execute([sys.executable, str(script)], {}, log, "which Code")
+    assert ok, log.read_text()
+    assert str(REPO / "Code" / "__init__.py") in log.read_text()
 
 
 def test_run_state_says_what_to_do(tmp_path):
