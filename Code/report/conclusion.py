@@ -37,6 +37,26 @@ def _verdict(tests: list[Comparison], methods: list[str], ref: str | None) -> st
             f"no significant difference: {', '.join(tied) or 'none'})")
 
 
+def _span(shown: list[str]) -> str:
+    """'a-b' from the first and last of sorted values as shown, or one value when they show alike."""
+    return shown[0] if shown[0] == shown[-1] else f"{shown[0]}-{shown[-1]}"
+
+
+def size_sentence(tests: list[Comparison], methods: list[str], lm: str | None, mse: str | None) -> str:
+    """How large the significant gains over LM-only are, beside mse_lm's: a p-value alone says nothing of it."""
+    if lm is None or mse is None:
+        return ""
+    base = find(tests, mse, lm)
+    beat = [c for m in methods if (c := find(tests, m, lm)) is not None and c.significant and c.result.mean_diff < 0]
+    if not beat or base is None or base.result.mean_diff >= 0:
+        return ""
+    gains = sorted(-c.result.mean_diff for c in beat)
+    ratios = sorted(-g / base.result.mean_diff for g in gains)
+    return (f"How large: those gains over `{lm}` are {_span([sig(g, 3) for g in gains])} PPL, "
+            f"{_span([f'{r:.0%}' for r in ratios])} of the {sig(-base.result.mean_diff, 3)} PPL "
+            f"that `{mse}` gains. ")
+
+
 def budget_sentence(study: StudyData) -> str:
     spec = study.manifest.get("budget") or {}
     long, short = budget_means(study)
@@ -70,7 +90,7 @@ def conclusion(study: StudyData, tests: list[Comparison]) -> list[str]:
         para += (f"Did any distribution loss (the critic and critic-free families, each at its validation-chosen "
                  f"weight) beat `{mse or MSE_FAMILY}` on test PPL with Holm-adjusted p < {ALPHA} (paired t-tests "
                  f"over seeds, Holm over all {len(tests)} comparisons)? {_verdict(tests, dist, mse)}. Did any beat "
-                 f"`{lm or 'lm'}`? {_verdict(tests, dist, lm)}. ")
+                 f"`{lm or 'lm'}`? {_verdict(tests, dist, lm)}. " + size_sentence(tests, dist, lm, mse))
     else:
         para += "No distribution-matching family has a finished test run yet. "
     para += budget_sentence(study)

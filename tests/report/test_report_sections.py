@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from Code import make_report
-from Code.report.fmt import pvalue
+from Code.report.fmt import pvalue, sig
 from Code.report.stats import holm, paired
 from tests.report import study_setup as fx
 from tests.report.study_setup import make_study, row, rows, section
@@ -165,6 +165,11 @@ def test_conclusion_says_whether_a_distribution_loss_beat_mse_or_lm(tmp_path, mo
             f"comparisons)? **yes**: {GAUSS} (-5 PPL, Holm p = {pvalue(holm_p[(GAUSS, MSE)])})") in para
     assert f"no significant difference: {WD})" in para
     assert f"the ranking by mean test PPL changes: {MSE} overtakes {WD}" in para
+    # how large, beside mse_lm's gain over LM-only (means of the fixture's paired differences)
+    gain = {m: statistics.mean(fx.PPL["lm"]) - statistics.mean(fx.PPL[m]) for m in (MSE, WD, GAUSS)}
+    lo, hi = sorted((gain[WD] / gain[MSE], gain[GAUSS] / gain[MSE]))
+    assert (f"How large: those gains over `lm` are {sig(gain[WD], 3)}-{sig(gain[GAUSS], 3)} PPL, {lo:.0%}-{hi:.0%} "
+            f"of the {sig(gain[MSE], 3)} PPL that `{MSE}` gains.") in para
     # no distribution loss better than mse_lm: the answer is no
     monkeypatch.setitem(fx.PPL, GAUSS, [101.2, 100.3, 101.4])
     text = report(tmp_path, make_study(tmp_path / "tie"), "r2")
