@@ -72,6 +72,13 @@ def budget_sentence(study: StudyData) -> str:
     mse = next((m for m in long if study.family(m) == MSE_FAMILY), None)
     if dist and mse:
         text += f". Did a distribution loss beat `{mse}` at those steps? {_verdict(tests, dist, mse)}"
+    lm = study.lm if study.lm in long else None
+    if dist and lm:
+        text += f". Did one beat `{lm}` there? {_verdict(tests, dist, lm)}"
+    seeds = len(spec.get("seeds") or [])
+    if dist and (mse or lm) and seeds:
+        text += (f" (paired t-tests over {plural(seeds, 'seed')}, Holm over the budget point's own tests; the exact "
+                 f"Wilcoxon test cannot go below p = {min_wilcoxon_p(seeds):.3g} there)")
     return text + "."
 
 

@@ -167,7 +167,7 @@ def stage_rows(study: StudyData) -> list[list[str]]:
     if run_time:
         jobs = study.manifest.get("jobs") or 1
         rows.append(["run time per stage", "; ".join(
-            f"{stage} {plural(len(times), 'run')}, {sum(times) / 3600:.2f} h of run wall time (median "
+            f"{stage} {plural(len(times), 'run')} timed, {sum(times) / 3600:.2f} h of run wall time (median "
             f"{statistics.median(times):.0f} s a run)" for stage, times in run_time.items())
             + f" ({jobs} run(s) at a time; training and evaluation, launcher start-up included)"])
     return rows

@@ -178,7 +178,7 @@ class Study:
         logs = self.root / "logs"
         log = f"{'' if stage.name == 'test' else stage.name + '_'}{method.name}_seed{seed}"
         if state == "done":
-            self.note(key, ("reused",))
+            self.note(key, ("reused",), status="done")  # finished by an invocation killed before it said so
             self.say(f"{key}: finished before, reused")
             return
         if state == "eval" and (run_dir / "eval" / "metrics.json").is_file():

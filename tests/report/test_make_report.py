@@ -68,7 +68,7 @@ def test_setup_states_the_protocol_and_the_wall_time_per_stage(tmp_path):
     # the runs' own times, which a kill cannot lose: 3 seeds of every method at 40 + seed seconds each
     per_stage = row(text, "run time per stage", "## Setup")
     hours = len(METHODS) * sum(40.0 + s for s in (1, 2, 3)) / 3600
-    assert f"test {len(METHODS) * 3} runs, {hours:.2f} h of run wall time (median 42 s a run)" in per_stage
+    assert f"test {len(METHODS) * 3} runs timed, {hours:.2f} h of run wall time (median 42 s a run)" in per_stage
     assert "1000 steps, seeds 1, 2, 3" in row(text, "budget point", "## Setup")
 
 

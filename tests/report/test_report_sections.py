@@ -165,6 +165,8 @@ def test_conclusion_says_whether_a_distribution_loss_beat_mse_or_lm(tmp_path, mo
             f"comparisons)? **yes**: {GAUSS} (-5 PPL, Holm p = {pvalue(holm_p[(GAUSS, MSE)])})") in para
     assert f"no significant difference: {WD})" in para
     assert f"the ranking by mean test PPL changes: {MSE} overtakes {WD}" in para
+    budget = para.split("At 1000 steps")[1]
+    assert f"Did one beat `{LM}` there? **yes**" in budget and "Wilcoxon test cannot go below p = 0.25 there" in budget
     # how large, beside mse_lm's gain over LM-only (means of the fixture's paired differences)
     gain = {m: statistics.mean(fx.PPL["lm"]) - statistics.mean(fx.PPL[m]) for m in (MSE, WD, GAUSS)}
     lo, hi = sorted((gain[WD] / gain[MSE], gain[GAUSS] / gain[MSE]))

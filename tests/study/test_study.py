@@ -208,8 +208,12 @@ def test_tiny_study_end_to_end_then_reused(tmp_path, corpus_dir):
         del metrics["student"]["ood_ppl"], metrics["teacher"]["ood_ppl"], metrics["ood"]
         metrics_file.write_text(json.dumps(metrics))
     final_mtime = (tested / "final" / "model.safetensors").stat().st_mtime_ns
+    # a run finished by an invocation killed before it recorded so: the next one records it as done
+    del manifest["runs"]["lm/seed1"]["status"]
+    (root / "study.json").write_text(json.dumps(manifest))
     second = run_ok(cmd, env, timeout=300)
     manifest = json.loads((root / "study.json").read_text())
+    assert manifest["runs"]["lm/seed1"]["status"] == "done"
     assert len(manifest["invocations"]) == 2
     assert "0 trained" in second.stdout and "0 failed" in second.stdout
     if gutenberg.is_dir():
