@@ -135,10 +135,14 @@ def _git(*args: str, cwd: Path = REPO) -> str:
         return ""
 
 
+GENERATED = ("Individual-Final-Project-Report",)  # committed outputs: rewriting them does not change the code
+
+
 def git_state(repo: Path = REPO) -> dict:
-    """{"commit": full hash or None, "dirty": uncommitted changes to tracked files}."""
+    """{"commit": full hash or None, "dirty": uncommitted changes to tracked files, generated outputs aside}."""
+    outputs = [f":(exclude){path}" for path in GENERATED]
     return {"commit": _git("rev-parse", "HEAD", cwd=repo) or None,
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", cwd=repo))}
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *outputs, cwd=repo))}
 
 
 def describe_commit(state: Mapping | None) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from Code import REPO
 from Code.processes import describe_commit
 from Code.report.data import StudyData
-from Code.report.fmt import MISSING, num, table
+from Code.report.fmt import MISSING, num, plural, table
 from Code.report.tables import run_of, teacher_ppl
 from Code.report.tuning import protocol_rows, stage_rows
 
@@ -137,9 +137,31 @@ def machine_rows(study: StudyData, stamp: dict) -> list[list[str]]:
                          f"GB RAM, GPUs: {gpus}; {man.get('jobs', 1)} run(s) at a time, "
                          f"{man.get('threads_per_job', '?')} thread(s) each"]]
     rows += stage_rows(study)
-    rows.append(["code", f"study ran at commit {describe_commit(man.get('git'))}; report written at commit "
-                         f"{describe_commit(stamp['git'])} on {stamp['date']}"])
+    rows.append(["code", f"study last invoked at commit {describe_commit(man.get('git'))}; report written at "
+                         f"commit {describe_commit(stamp['git'])} on {stamp['date']}"])
+    rows += run_code_rows(study)
     return rows
+
+
+def run_code_rows(study: StudyData) -> list[list[str]]:
+    """Which code trained the runs (each args.json records its checkout's commit): a study that spans
+    sittings may span commits, and a reader should know."""
+    runs = [*study.tune_runs.values(), *study.runs.values(), *study.budget_runs.values()]
+    codes = [(r.args.get("run") or {}).get("code") or {} for r in runs if r.status == "done"]
+    commits = [c["commit"] for c in codes if c.get("commit")]
+    if not commits:
+        return []
+    started = [(r.args.get("run") or {}).get("started") or "" for r in runs if r.status == "done"]
+    order = [c for _, c in sorted(zip(started, commits, strict=False))]
+    dirty = sum(1 for c in codes if c.get("dirty"))
+    if len(set(commits)) == 1:
+        text = f"all {plural(len(commits), 'run')} trained at commit {commits[0][:12]}"
+    else:
+        text = (f"{plural(len(commits), 'run')} trained at {len(set(commits))} commits, the first at "
+                f"{order[0][:12]}, the last at {order[-1][:12]} (a study resumed across sittings while the code "
+                "moved on)")
+    text += f"; {plural(dirty, 'run')} with uncommitted changes in the checkout" if dirty else ""
+    return [["code of the runs", text]]
 
 
 def method_rows(study: StudyData) -> list[list[str]]:

@@ -92,7 +92,10 @@ def make_run(run: Path, method: str, seed: int, ppl: float, state: str = "done",
                                    "max_steps": steps, "micro_batch_size": 4, "seq_len": 32, "grad_accum": 1,
                                    "lr": 1e-3, "warmup_steps": 2, "precision": "fp32", "teacher": "/t/final",
                                    "temperature": 1.0, "critic_optimizer": "adam", "critic_lr": 1e-3, "n_critic": 5,
-                                   "critic_hidden": 64, "critic_penalty": "lp", "critic_pairing": "paired"})
+                                   "critic_hidden": 64, "critic_penalty": "lp", "critic_pairing": "paired",
+                                   # the code that trained it: seed 3 at a later commit, seed 2 from a dirty checkout
+                                   "run": {"code": {"commit": ("b" if seed == 3 else "a") * 40, "dirty": seed == 2},
+                                           "started": "2025-12-31" if seed == 100 else f"2026-01-0{seed}"}})
     if state == "started":
         return run
     lines = []

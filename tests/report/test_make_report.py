@@ -70,6 +70,9 @@ def test_setup_states_the_protocol_and_the_wall_time_per_stage(tmp_path):
     hours = len(METHODS) * sum(40.0 + s for s in (1, 2, 3)) / 3600
     assert f"test {len(METHODS) * 3} runs timed, {hours:.2f} h of run wall time (median 42 s a run)" in per_stage
     assert "1000 steps, seeds 1, 2, 3" in row(text, "budget point", "## Setup")
+    code = row(text, "code of the runs", "## Setup")
+    assert "trained at 2 commits, the first at aaaaaaaaaaaa, the last at bbbbbbbbbbbb" in code
+    assert "with uncommitted changes in the checkout" in code
 
 
 def test_missing_runs_and_unreached_stages_are_listed_not_fatal(tmp_path):
