@@ -8,14 +8,14 @@ argument, not a variable.
 from __future__ import annotations
 
 from Code.knobs import Knob, Knobs, at_least
-from Code.study.presets import FAMILIES, METHODS, PRESETS
+from Code.study.presets import FAMILIES, METHODS, PRESETS, STAGES
 
 K = Knob
 STUDY = Knobs([
     K("preset", "cpu", choices=tuple(sorted(PRESETS)), group="study",
       help="the study's size and data (run_study.sh: its first argument)"),
     K("study_dir", help="study folder (default study/<preset>)", group="study", env="STUDY_DIR"),
-    K("stages", help="comma list of tune, test, calibration, budget (default all, in that order)", group="study",
+    K("stages", help=f"comma list of {', '.join(STAGES)} (default all, in that order)", group="study",
       env="STAGES"),
     K("methods", group="study", env="METHODS",
       help=f"test stage: comma list of methods ({','.join(METHODS)}) or tuned families ({','.join(FAMILIES)}: "

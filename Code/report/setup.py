@@ -147,18 +147,18 @@ def run_code_rows(study: StudyData) -> list[list[str]]:
     """Which code trained the runs (each args.json records its checkout's commit): a study that spans
     sittings may span commits, and a reader should know."""
     runs = [*study.tune_runs.values(), *study.runs.values(), *study.budget_runs.values()]
-    codes = [(r.args.get("run") or {}).get("code") or {} for r in runs if r.status == "done"]
-    commits = [c["commit"] for c in codes if c.get("commit")]
-    if not commits:
+    stamps = [r.args.get("run") or {} for r in runs if r.status == "done"]
+    codes = sorted((s.get("started") or "", s["code"]["commit"], bool(s["code"].get("dirty")))
+                   for s in stamps if (s.get("code") or {}).get("commit"))  # in the order they were started
+    if not codes:
         return []
-    started = [(r.args.get("run") or {}).get("started") or "" for r in runs if r.status == "done"]
-    order = [c for _, c in sorted(zip(started, commits, strict=False))]
-    dirty = sum(1 for c in codes if c.get("dirty"))
+    commits = [commit for _, commit, _ in codes]
+    dirty = sum(1 for *_, d in codes if d)
     if len(set(commits)) == 1:
         text = f"all {plural(len(commits), 'run')} trained at commit {commits[0][:12]}"
     else:
         text = (f"{plural(len(commits), 'run')} trained at {len(set(commits))} commits, the first at "
-                f"{order[0][:12]}, the last at {order[-1][:12]} (a study resumed across sittings while the code "
+                f"{commits[0][:12]}, the last at {commits[-1][:12]} (a study resumed across sittings while the code "
                 "moved on)")
     text += f"; {plural(dirty, 'run')} with uncommitted changes in the checkout" if dirty else ""
     return [["code of the runs", text]]

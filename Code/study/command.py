@@ -20,7 +20,7 @@ from Code.knobs.study import STUDY
 from Code.processes import git_state, hardware, load_average
 from Code.study.driver import Study
 from Code.study.plan import OOD_CONVENTIONS, StudyError, launcher_path, ood_file_list, ood_text, resolve_method, stages
-from Code.study.presets import FAMILIES, PRESETS
+from Code.study.presets import FAMILIES, PRESETS, STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(ood_text=os.environ.get("OOD_TEXT"))  # also without run_study.sh
     return p
 
-
-STAGES = ("tune", "test", "calibration", "budget")
 
 
 def parse_stages(text: str | None) -> list[str]:

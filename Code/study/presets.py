@@ -22,6 +22,9 @@ class Method:
 # The generic launcher is used where the named one would add a preset (mse_stu_base.sh defaults to seed_mse):
 # the pure comparisons (`mse`, `wd`) must carry no preset settings.
 GENERIC = "Code/launch_common.sh"
+# The study's stages, in the order they run (the report and the README follow it)
+STAGES = ("tune", "test", "calibration", "budget")
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("lm", "scripts/baseline_lm.sh", {"LOSS": "lm"}, "LM only (no distillation)"),
     Method("kd", "scripts/logit_kd/kd.sh", {"LOSS": "kd"}, "logit KD (forward KL)"),
